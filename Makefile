@@ -1,0 +1,35 @@
+# transformers-viq: set-up, demo and tests. `make demo` and `make test` create the virtual environment if needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench clean
+
+# torch is pinned to the CPU build kept on this machine's disk (docs/ecosystem.md); everything else comes from
+# requirements-dev.txt (exact pins that install together here) and the package itself (editable).
+$(STAMP): pyproject.toml requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -r requirements-dev.txt
+	$(PIP) install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py --output-dir outputs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-slow: $(STAMP)
+	RUN_SLOW=1 $(PY) -m pytest -q -m slow tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/encode.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,271 @@
+# Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
+"""Configuration of the ViQ visual tokenizer.
+
+ViQ (Yu et al., "ViQ: Text-Aligned Visual Quantized Representations at Any Resolution") encodes an image at its
+native resolution with a SigLIP2-giant ViT, a fusion block and a position-aware FSQ head into 4 discrete codes per
+16x16 patch. The numbers below are those of the released checkpoints (`XuminYu/ViQ_weights`); see
+`docs/reference-spec.md` of this project for where each one comes from.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import PreTrainedConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+# The five released codebooks. This table is the single source of truth for the presets: `from_preset`,
+# the model cards under `modeling_cards/` and the loader of the authors' layout all read it.
+FSQ_LEVEL_PRESETS: dict[str, tuple[int, ...]] = {
+    "2k": (8, 8, 4, 3, 3),
+    "4k": (8, 8, 4, 4, 4),
+    "8k": (8, 8, 8, 4, 4),
+    "16k": (8, 8, 8, 6, 5),
+    "64k": (8, 8, 8, 5, 5, 5),
+}
+
+# Qwen-Image VAE (diffusers `AutoencoderKLQwenImage`) as used by the released checkpoints. Only the keys that
+# differ between a tiny test VAE and the real one need to be given; the rest are diffusers' defaults.
+QWEN_IMAGE_VAE_CONFIG: dict = {
+    "base_dim": 96,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "dropout": 0.0,
+}
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+class ViQVisionConfig(PreTrainedConfig):
+    r"""
+    Configuration of the ViT trunk of ViQ (SigLIP2-giant geometry, with exact GELU and a learned 128x128 position table
+    that is bilinearly resized to each image's patch grid).
+
+    Args:
+        hidden_size (`int`, *optional*, defaults to 1536):
+            Width of the trunk.
+        intermediate_size (`int`, *optional*, defaults to 6144):
+            Hidden width of the MLPs.
+        num_hidden_layers (`int`, *optional*, defaults to 40):
+            Number of transformer blocks.
+        num_attention_heads (`int`, *optional*, defaults to 16):
+            Number of attention heads; must divide `hidden_size`.
+        num_channels (`int`, *optional*, defaults to 3):
+            Number of input channels.
+        patch_size (`int`, *optional*, defaults to 16):
+            Side of the square patches.
+        position_embedding_size (`int`, *optional*, defaults to 128):
+            Side of the learned square position-embedding grid (128 x 128 = 16384 rows in the released weights).
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of every MLP. The released model uses the exact (erf) GELU everywhere.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the trunk's LayerNorms.
+        attention_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on attention probabilities.
+    """
+
+    model_type = "viq_vision_model"
+    base_config_key = "vision_config"
+
+    hidden_size: int = 1536
+    intermediate_size: int = 6144
+    num_hidden_layers: int = 40
+    num_attention_heads: int = 16
+    num_channels: int = 3
+    patch_size: int = 16
+    position_embedding_size: int = 128
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
+                     "patch_size", "position_embedding_size"):  # fmt: skip
+            _check_positive_int(name, getattr(self, name))
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
+                f"({self.num_attention_heads})."
+            )
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}.")
+        super().__post_init__(**kwargs)
+
+
+class ViQConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`ViQModel`]: the ViT trunk (`vision_config`), the fusion block, the position-aware FSQ head,
+    the code embedder (codes -> LLM-ready features), the attention-pooling head and the latent head + Qwen-Image VAE
+    used for reconstruction.
+
+    The codebook size is not stored: it is `prod(fsq_levels)` ([`~ViQConfig.codebook_size`]).
+
+    Args:
+        vision_config (`dict` or [`ViQVisionConfig`], *optional*):
+            The ViT trunk.
+        fsq_levels (`list[int]`, *optional*, defaults to `[8, 8, 8, 6, 5]`):
+            Number of levels of each FSQ dimension (the 16k codebook by default). The first dimension is the
+            least-significant digit of a code index.
+        codes_per_patch (`int`, *optional*, defaults to 4):
+            Number of sub-tokens (hence codes) each patch is expanded into.
+        fusion_num_layers (`int`, *optional*, defaults to 3):
+            Transformer blocks of the fusion block, before the token expansion.
+        fusion_layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the affine-free LayerNorm at the start of the fusion block and of the LayerNorms of the
+            code embedder's residual MLPs (PyTorch's default eps, unlike the trunk's 1e-6).
+        quantizer_num_layers (`int`, *optional*, defaults to 3):
+            Headless RoPE attention blocks in front of the quantizer.
+        quantizer_attention_dim (`int`, *optional*, defaults to 256):
+            Width of each sub-token inside the headless attention (sub-tokens are projected down to it and back).
+        rope_min_freq (`float`, *optional*, defaults to 0.2):
+            Lowest non-zero frequency of the GoldenGate 2-D RoPE.
+        rope_max_freq (`float`, *optional*, defaults to 20.0):
+            Highest frequency of the GoldenGate 2-D RoPE.
+        rope_zero_freq_ratio (`float`, *optional*, defaults to 0.25):
+            Fraction of rotary pairs left unrotated.
+        fsq_bound_eps (`float`, *optional*, defaults to 1e-3):
+            Slack of the FSQ bound, `half_l = (L - 1) * (1 + eps) / 2`.
+        embedder_num_residual_layers (`int`, *optional*, defaults to 3):
+            Residual MLPs of the code embedder.
+        embedder_residual_intermediate_size (`int`, *optional*):
+            Hidden width of those residual MLPs; defaults to `2 * hidden_size`.
+        latent_num_layers (`int`, *optional*, defaults to 3):
+            Transformer blocks of the latent head.
+        latent_norm_groups (`int`, *optional*, defaults to 32):
+            Groups of the GroupNorm before the latent convolution.
+        vae_config (`dict`, *optional*):
+            Keyword arguments of diffusers' `AutoencoderKLQwenImage`; defaults to the Qwen-Image VAE.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated-normal initialisation of fresh weights.
+    """
+
+    model_type = "viq"
+    sub_configs_defaults = {"vision_config": ViQVisionConfig}
+
+    vision_config: dict | PreTrainedConfig | None = None
+    fsq_levels: list[int] | None = None
+    codes_per_patch: int = 4
+    fusion_num_layers: int = 3
+    fusion_layer_norm_eps: float = 1e-5
+    quantizer_num_layers: int = 3
+    quantizer_attention_dim: int = 256
+    rope_min_freq: float = 0.2
+    rope_max_freq: float = 20.0
+    rope_zero_freq_ratio: float = 0.25
+    fsq_bound_eps: float = 1e-3
+    embedder_num_residual_layers: int = 3
+    embedder_residual_intermediate_size: int | None = None
+    latent_num_layers: int = 3
+    latent_norm_groups: int = 32
+    vae_config: dict | None = None
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if "codebook_size" in kwargs:
+            raise ValueError(
+                "`codebook_size` is not a ViQConfig field: it is derived from `fsq_levels` "
+                f"(got codebook_size={kwargs['codebook_size']}). Pass `fsq_levels` instead."
+            )
+        if self.fsq_levels is None:
+            self.fsq_levels = list(FSQ_LEVEL_PRESETS["16k"])
+        levels = self.fsq_levels
+        if isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
+            raise ValueError(f"`fsq_levels` must be a list of integers, got {levels!r}.")
+        levels = list(levels)
+        if not levels or any(isinstance(x, bool) or not isinstance(x, int) or x < 2 for x in levels):
+            raise ValueError(f"`fsq_levels` must be a non-empty list of integers >= 2, got {levels!r}.")
+        if math.prod(levels) > 2**31 - 1:
+            raise ValueError(f"`fsq_levels` {levels} give a codebook of {math.prod(levels)} codes, over int32.")
+        self.fsq_levels = levels
+        if self.vae_config is None:
+            self.vae_config = dict(QWEN_IMAGE_VAE_CONFIG)
+        elif not isinstance(self.vae_config, dict):
+            raise ValueError(f"`vae_config` must be a dict of AutoencoderKLQwenImage arguments, got {self.vae_config!r}.")
+        for name in ("codes_per_patch", "fusion_num_layers", "quantizer_attention_dim", "latent_norm_groups"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("quantizer_num_layers", "embedder_num_residual_layers", "latent_num_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+        if self.quantizer_attention_dim % 2 != 0:
+            raise ValueError(
+                f"`quantizer_attention_dim` must be even (rotary pairs), got {self.quantizer_attention_dim}."
+            )
+        if not 0.0 <= self.rope_zero_freq_ratio <= 1.0:
+            raise ValueError(f"`rope_zero_freq_ratio` must be in [0, 1], got {self.rope_zero_freq_ratio}.")
+        if not 0.0 < self.rope_min_freq <= self.rope_max_freq:
+            raise ValueError(
+                f"Need 0 < rope_min_freq <= rope_max_freq, got {self.rope_min_freq} and {self.rope_max_freq}."
+            )
+        if not self.fsq_bound_eps >= 0.0:
+            raise ValueError(f"`fsq_bound_eps` must be >= 0, got {self.fsq_bound_eps}.")
+        if self.embedder_residual_intermediate_size is not None:
+            _check_positive_int("embedder_residual_intermediate_size", self.embedder_residual_intermediate_size)
+        super().__post_init__(**kwargs)
+        hidden = self.vision_config.hidden_size
+        if hidden % self.latent_norm_groups != 0:
+            raise ValueError(
+                f"`latent_norm_groups` ({self.latent_norm_groups}) must divide the hidden size ({hidden})."
+            )
+
+    # ----------------------------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        """Width of the trunk, of every sub-token and of the LLM-ready features."""
+        return self.vision_config.hidden_size
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of distinct codes, `prod(fsq_levels)`."""
+        return math.prod(self.fsq_levels)
+
+    @property
+    def preset(self) -> str | None:
+        """Name of the released codebook these levels correspond to (`"16k"`, ...), or `None`."""
+        for name, levels in FSQ_LEVEL_PRESETS.items():
+            if tuple(self.fsq_levels) == levels:
+                return name
+        return None
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the VAE latent predicted by the latent head."""
+        return self.vae_config.get("z_dim", QWEN_IMAGE_VAE_CONFIG["z_dim"])
+
+    @classmethod
+    def from_preset(cls, size: str, **kwargs) -> "ViQConfig":
+        """
+        The architecture of a released ViQ tokenizer.
+
+        Args:
+            size (`str`):
+                One of `"2k"`, `"4k"`, `"8k"`, `"16k"`, `"64k"`.
+            kwargs:
+                Overrides of any other field (e.g. `vision_config={"num_hidden_layers": 2}` for a shallow copy).
+
+        Example:
+
+        ```python
+        >>> from transformers_viq import ViQConfig
+        >>> config = ViQConfig.from_preset("64k")
+        >>> config.fsq_levels, config.codebook_size
+        ([8, 8, 8, 5, 5, 5], 64000)
+        ```
+        """
+        if size not in FSQ_LEVEL_PRESETS:
+            raise ValueError(f"Unknown ViQ size {size!r}; expected one of {', '.join(FSQ_LEVEL_PRESETS)}.")
+        if "fsq_levels" in kwargs:
+            raise ValueError("`from_preset` sets `fsq_levels` itself; build a `ViQConfig(fsq_levels=...)` instead.")
+        return cls(fsq_levels=list(FSQ_LEVEL_PRESETS[size]), **kwargs)
+
+
+__all__ = ["FSQ_LEVEL_PRESETS", "ViQConfig", "ViQVisionConfig"]

@@ -1,0 +1,885 @@
+# Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
+"""PyTorch ViQ visual tokenizer.
+
+ViQ (Yu et al., "ViQ: Text-Aligned Visual Quantized Representations at Any Resolution", github yuxumin/ViQ) turns an
+image at its native resolution into 4 discrete codes per 16x16 patch:
+
+    patches -> ViT trunk (SigLIP2-giant geometry, 128x128 position table resized per image)
+            -> fusion block (affine-free LayerNorm, 3 blocks, expansion of each patch into 4 sub-tokens)
+            -> quantizer (3 "headless" attention blocks with GoldenGate 2-D RoPE, the 4 sub-tokens being the 4
+               heads, then a projection to the FSQ dimensions and FSQ)       -> codes
+    codes   -> code embedder (implicit codebook, project out, merge the 4 sub-tokens, MLPs, affine)
+                                                                              -> LLM-ready features
+    features-> attention-pooling head                                         -> pooled semantic embedding
+    features-> latent head (MLP, LayerNorm, 3 blocks, GroupNorm/SiLU/conv, pixel shuffle)
+                                                                              -> Qwen-Image VAE latents
+    latents -> Qwen-Image VAE decoder (diffusers `AutoencoderKLQwenImage`)    -> pixels
+
+Images of different sizes travel as one packed sequence (`pixel_values` of shape `(sum_i h_i*w_i, 3*16*16)` plus
+`image_grid_hw`); every attention is block-diagonal per image, so an image's result never depends on the rest of the
+batch, and nothing is padded to the largest image.
+
+Written from the paper and the project's reference specification (`docs/reference-spec.md`), which records the
+numerics of the released checkpoints; module and parameter names follow transformers' SigLIP2 / Qwen2-VL models.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, logging
+from transformers.utils.generic import is_flash_attention_requested
+
+from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
+from .fsq import FiniteScalarQuantizer
+
+
+logger = logging.get_logger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class ViQEncoderOutput(ModelOutput):
+    r"""
+    Output of [`ViQModel.encode`] and [`ViQModel.forward`].
+
+    Args:
+        image_codes (`torch.LongTensor` of shape `(sum_i 4 * h_i * w_i,)`):
+            Packed codes of all images, in the released model's order: patch-major (row-major over each image's
+            grid), then the 4 sub-codes of the patch. Values in `[0, codebook_size)`.
+        image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
+            Patch grid `(h_i, w_i)` of each image.
+        pooler_output (`torch.FloatTensor` of shape `(num_images, hidden_size)`, *optional*):
+            Attention-pooled semantic embedding of each image (computed from the quantized features).
+        last_hidden_state (`torch.FloatTensor` of shape `(sum_i h_i * w_i, hidden_size)`, *optional*):
+            The LLM-ready features the codes stand for (the output of the code embedder). In `forward` the gradient
+            reaches the trunk through the straight-through estimator.
+        quantizer_inputs (`torch.FloatTensor` of shape `(sum_i 4 * h_i * w_i, len(fsq_levels))`, *optional*):
+            The values the quantizer rounded (returned by `forward` only; useful for code-stability diagnostics).
+    """
+
+    image_codes: torch.LongTensor | None = None
+    image_grid_hw: torch.LongTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    quantizer_inputs: torch.FloatTensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Packed-sequence helpers
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class PackedSequence:
+    """Segment layout of a packed multi-image sequence: one segment per image."""
+
+    lengths: list[int]
+    cu_seqlens: torch.Tensor  # int32 (num_images + 1,)
+    max_seqlen: int
+
+    @classmethod
+    def from_lengths(cls, lengths: list[int], device: torch.device) -> "PackedSequence":
+        cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+        cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0).to(torch.int32)
+        return cls(lengths=list(lengths), cu_seqlens=cu.to(device), max_seqlen=max(lengths))
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def packed_attention(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: PackedSequence
+) -> torch.Tensor:
+    """
+    Block-diagonal, non-causal attention over a packed sequence through transformers' attention interface.
+
+    Args:
+        query, key, value (`torch.Tensor` of shape `(1, num_heads, total_len, head_dim)`).
+
+    Returns:
+        `torch.Tensor` of shape `(total_len, num_heads, head_dim)`.
+
+    With flash-attention the varlen kernel gets the segment boundaries; with `sdpa`/`eager` each image is attended
+    separately (no mask, no compute wasted on the off-diagonal blocks).
+    """
+    config = module.config
+    interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
+    dropout = module.attention_dropout if module.training else 0.0
+    if is_flash_attention_requested(config):
+        out, _ = interface(
+            module, query, key, value, attention_mask=None, scaling=module.scaling, dropout=dropout,
+            cu_seq_lens_q=packed.cu_seqlens, cu_seq_lens_k=packed.cu_seqlens,
+            max_length_q=packed.max_seqlen, max_length_k=packed.max_seqlen, is_causal=False,
+        )  # fmt: skip
+        return out.squeeze(0)
+    if len(packed.lengths) == 1:
+        out, _ = interface(
+            module, query, key, value, attention_mask=None, scaling=module.scaling, dropout=dropout, is_causal=False
+        )
+        return out.squeeze(0)
+    outputs = [
+        interface(module, q, k, v, attention_mask=None, scaling=module.scaling, dropout=dropout, is_causal=False)[0]
+        for q, k, v in zip(*(t.split(packed.lengths, dim=2) for t in (query, key, value)))
+    ]
+    return torch.cat(outputs, dim=1).squeeze(0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------------
+class ViQMLP(nn.Module):
+    """`fc2(act(fc1(x)))` with biases; the released model uses the exact (erf) GELU everywhere."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int, hidden_act: str = "gelu"):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = ACT2FN[hidden_act]
+        self.fc2 = nn.Linear(hidden_features, out_features)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class ViQAttention(nn.Module):
+    """Multi-head self-attention with a fused `[q | k | v]` projection (each head-major), over packed images."""
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        self.config = config  # the top-level config: it carries `_attn_implementation`
+        vision = config.vision_config
+        self.embed_dim = vision.hidden_size
+        self.num_heads = vision.num_attention_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = vision.attention_dropout
+        self.is_causal = False
+        self.num_key_value_groups = 1
+        self.qkv_proj = nn.Linear(self.embed_dim, 3 * self.embed_dim)
+        self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        """`hidden_states`: `(total_len, embed_dim)` -> `(total_len, embed_dim)`."""
+        seq_len = hidden_states.shape[0]
+        qkv = self.qkv_proj(hidden_states).view(seq_len, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(1, 2, 0, 3).unsqueeze(1).unbind(0)  # each (1, heads, L, head_dim)
+        attn_output = packed_attention(self, query, key, value, packed)  # (L, heads, head_dim)
+        return self.out_proj(attn_output.reshape(seq_len, self.embed_dim))
+
+
+class ViQEncoderLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block (no LayerScale, no drop-path): `x += attn(ln1(x)); x += mlp(ln2(x))`."""
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        vision = config.vision_config
+        self.layer_norm1 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
+        self.self_attn = ViQAttention(config)
+        self.layer_norm2 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
+        self.mlp = ViQMLP(vision.hidden_size, vision.intermediate_size, vision.hidden_size, vision.hidden_act)
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), packed)
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+class ViQVisionEmbeddings(nn.Module):
+    """
+    Patch embedding (a 16x16 stride-16 convolution with bias, applied as a matrix product to pre-cut patches) plus a
+    learned `position_embedding_size`^2 position table, bilinearly resized (no antialias, `align_corners=False`, in
+    the parameter dtype) to each image's patch grid.
+    """
+
+    def __init__(self, config: ViQVisionConfig):
+        super().__init__()
+        self.config = config
+        self.patch_dim = config.num_channels * config.patch_size**2
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.position_embedding = nn.Embedding(config.position_embedding_size**2, config.hidden_size)
+
+    def resize_positional_embeddings(self, height: int, width: int) -> torch.Tensor:
+        """The position table resized to an `height x width` patch grid, flattened row-major: `(h*w, hidden)`."""
+        size = self.config.position_embedding_size
+        table = self.position_embedding.weight
+        if (height, width) == (size, size):
+            return table
+        grid = table.reshape(1, size, size, -1).permute(0, 3, 1, 2)  # (1, C, size, size)
+        grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+        return grid.reshape(-1, height * width).transpose(0, 1)
+
+    def forward(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
+        """`pixel_values`: `(total_patches, C*p*p)`, each row a `(C, p, p)` block flattened -> `(total_patches, hidden)`."""
+        weight = self.patch_embedding.weight
+        patch_embeds = F.linear(pixel_values.to(weight.dtype), weight.reshape(weight.shape[0], -1),
+                                self.patch_embedding.bias)  # fmt: skip
+        positions = [self.resize_positional_embeddings(h, w) for h, w in grid_hw]
+        positions = positions[0] if len(positions) == 1 else torch.cat(positions, dim=0)
+        return patch_embeds + positions
+
+
+class ViQVisionEncoder(nn.Module):
+    """The stack of trunk blocks."""
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        num_layers = config.vision_config.num_hidden_layers
+        self.layers = nn.ModuleList([ViQEncoderLayer(config) for _ in range(num_layers)])
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, packed)
+        return hidden_states
+
+
+class ViQGoldenGateRotaryEmbedding(nn.Module):
+    r"""
+    GoldenGate 2-D rotary position embedding (mixed directions at golden-angle spacing per frequency and head).
+
+    `head_dim / 2` frequencies per head: the first `round(zero_freq_ratio * head_dim / 2)` are zero, the rest
+    log-spaced from `min_freq` to `max_freq`. Frequency `f` of head `h` measures position along the direction
+    `phi = (h * head_dim / 2 + f) * pi * (sqrt(5) - 1) / 2`. Positions are normalised so the patch grid spans
+    `x in [-sqrt(W/H), sqrt(W/H)]`, `y in [-sqrt(H/W), sqrt(H/W)]` whatever its resolution. Angles are computed in
+    float32 on the CPU, like the released model. No parameters and no buffers.
+    """
+
+    def __init__(self, head_dim: int, num_heads: int, min_freq: float, max_freq: float, zero_freq_ratio: float):
+        super().__init__()
+        self.head_dim = head_dim
+        self.num_heads = num_heads
+        self.min_freq = min_freq
+        self.max_freq = max_freq
+        self.zero_freq_ratio = zero_freq_ratio
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def frequencies(self) -> torch.Tensor:
+        """`(num_heads, head_dim // 2, 2)` float32: the (x, y) frequency vector of every rotary pair."""
+        num_freqs = self.head_dim // 2
+        num_zero = round(self.zero_freq_ratio * num_freqs)
+        magnitudes = torch.cat(
+            (
+                torch.zeros(num_zero, device="cpu"),
+                self.min_freq
+                * (self.max_freq / self.min_freq) ** torch.linspace(0, 1, num_freqs - num_zero, device="cpu"),
+            )
+        )
+        angle = torch.arange(self.num_heads * num_freqs, device="cpu").reshape(self.num_heads, num_freqs)
+        angle = angle * (math.pi * (math.sqrt(5) - 1) / 2)
+        directions = torch.stack((torch.cos(angle), torch.sin(angle)), dim=-1)
+        return magnitudes.unsqueeze(-1) * directions
+
+    def angles(self, height: int, width: int) -> torch.Tensor:
+        """Rotation angles of one `height x width` patch grid: `(height * width, num_heads, head_dim // 2)`, float32."""
+        key = (height, width)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        x_lim, y_lim = math.sqrt(width / height), math.sqrt(height / width)
+        x = torch.linspace(-x_lim, x_lim, width, device="cpu").reshape(1, width, 1, 1).expand(height, width, 1, 1)
+        y = torch.linspace(-y_lim, y_lim, height, device="cpu").reshape(height, 1, 1, 1).expand(height, width, 1, 1)
+        freqs = self.frequencies()
+        theta = freqs[..., 0] * x + freqs[..., 1] * y  # (H, W, heads, F)
+        theta = theta.reshape(height * width, self.num_heads, self.head_dim // 2)
+        if len(self._cache) < 64:
+            self._cache[key] = theta
+        return theta
+
+    def forward(self, grid_hw: list[tuple[int, int]], dtype: torch.dtype, device: torch.device):
+        """`(cos, sin)`, each `(total_patches, num_heads, head_dim // 2)` in `dtype` (the angles are rounded to `dtype`
+        before the cosine and sine, as in the released model)."""
+        theta = torch.cat([self.angles(h, w) for h, w in grid_hw], dim=0).to(dtype)
+        return torch.cos(theta).to(device), torch.sin(theta).to(device)
+
+
+def apply_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half (NeoX) pairing: pair `(i, i + d/2)` is rotated by angle `i`."""
+    first, second = states.chunk(2, dim=-1)
+    return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
+
+
+class ViQHeadlessAttention(nn.Module):
+    """
+    Attention in which the `codes_per_patch` sub-tokens of a patch are the heads: sub-token `j` of a patch attends to
+    sub-token `j` of every patch of the same image. Each sub-token is projected to `quantizer_attention_dim`, gets
+    the GoldenGate 2-D RoPE of its patch on queries and keys, and is projected back.
+    """
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        self.config = config
+        hidden = config.hidden_size
+        self.num_heads = config.codes_per_patch
+        self.head_dim = config.quantizer_attention_dim
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = 0.0
+        self.is_causal = False
+        self.num_key_value_groups = 1
+        self.down_proj = nn.Linear(hidden, self.head_dim)
+        self.qkv_proj = nn.Linear(self.head_dim, 3 * self.head_dim)
+        self.out_proj = nn.Linear(self.head_dim, self.head_dim)
+        self.up_proj = nn.Linear(self.head_dim, hidden)
+
+    def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], packed: PackedSequence):
+        """`hidden_states`: `(codes_per_patch * total_patches, hidden)`, sub-token `j` of patch `n` at `n*4 + j`."""
+        num_patches = hidden_states.shape[0] // self.num_heads
+        states = self.down_proj(hidden_states)
+        qkv = self.qkv_proj(states).view(num_patches, self.num_heads, 3, self.head_dim)
+        query, key, value = qkv.unbind(2)  # each (patches, heads, head_dim)
+        cos, sin = rotary
+        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        query, key, value = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # (1, heads, patches, d)
+        attn_output = packed_attention(self, query, key, value, packed)  # (patches, heads, d)
+        attn_output = attn_output.reshape(num_patches * self.num_heads, self.head_dim)
+        return self.up_proj(self.out_proj(attn_output))
+
+
+class ViQQuantizerLayer(GradientCheckpointingLayer):
+    """Pre-norm block around [`ViQHeadlessAttention`]."""
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        vision = config.vision_config
+        self.layer_norm1 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
+        self.self_attn = ViQHeadlessAttention(config)
+        self.layer_norm2 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
+        self.mlp = ViQMLP(vision.hidden_size, vision.intermediate_size, vision.hidden_size, vision.hidden_act)
+
+    def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], packed: PackedSequence):
+        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), rotary, packed)
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+class ViQFusionBlock(nn.Module):
+    """
+    From the trunk's raw last-block output to the quantizer's sub-tokens: affine-free LayerNorm (eps 1e-5),
+    `fusion_num_layers` blocks, then an MLP expanding each patch into `codes_per_patch` sub-tokens (channel group `j`
+    of the expanded vector is sub-token `j`) and an MLP applied to each sub-token.
+    """
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        vision = config.vision_config
+        hidden, expanded = vision.hidden_size, config.codes_per_patch * vision.hidden_size
+        self.codes_per_patch = config.codes_per_patch
+        self.pre_layernorm = nn.LayerNorm(hidden, eps=config.fusion_layer_norm_eps, elementwise_affine=False)
+        self.layers = nn.ModuleList([ViQEncoderLayer(config) for _ in range(config.fusion_num_layers)])
+        self.expand = ViQMLP(hidden, expanded, expanded, vision.hidden_act)
+        self.expand_post = ViQMLP(hidden, hidden, hidden, vision.hidden_act)
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        """`(total_patches, hidden)` -> `(codes_per_patch * total_patches, hidden)`."""
+        hidden_states = self.pre_layernorm(hidden_states)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, packed)
+        hidden_states = self.expand(hidden_states)
+        hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1] // self.codes_per_patch)
+        return self.expand_post(hidden_states)
+
+
+class ViQQuantizer(nn.Module):
+    """Headless RoPE blocks, projection to the FSQ dimensions and FSQ."""
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        self.rotary_emb = ViQGoldenGateRotaryEmbedding(
+            head_dim=config.quantizer_attention_dim,
+            num_heads=config.codes_per_patch,
+            min_freq=config.rope_min_freq,
+            max_freq=config.rope_max_freq,
+            zero_freq_ratio=config.rope_zero_freq_ratio,
+        )
+        self.layers = nn.ModuleList([ViQQuantizerLayer(config) for _ in range(config.quantizer_num_layers)])
+        self.project_in = nn.Linear(config.hidden_size, len(config.fsq_levels))
+        self.fsq = FiniteScalarQuantizer(config.fsq_levels, eps=config.fsq_bound_eps)
+
+    def forward(self, hidden_states: torch.Tensor, grid_hw: list[tuple[int, int]], packed: PackedSequence):
+        """Sub-tokens `(4 * total_patches, hidden)` -> `(pre-quantization values, codes, indices)`."""
+        if len(self.layers) > 0:
+            rotary = self.rotary_emb(grid_hw, dtype=hidden_states.dtype, device=hidden_states.device)
+            for layer in self.layers:
+                hidden_states = layer(hidden_states, rotary, packed)
+        values = self.project_in(hidden_states)
+        codes, indices = self.fsq(values)
+        return values, codes, indices
+
+
+class ViQResidualMLP(nn.Module):
+    """`x + mlp(layer_norm(x))` (LayerNorm with PyTorch's default eps 1e-5 in the released model)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, eps: float, hidden_act: str):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.mlp = ViQMLP(hidden_size, intermediate_size, hidden_size, hidden_act)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states + self.mlp(self.layer_norm(hidden_states))
+
+
+class ViQCodeEmbedder(nn.Module):
+    """
+    Codes -> LLM-ready features, one vector per patch: implicit-codebook values -> `project_out` (per sub-token) ->
+    concatenation of a patch's sub-tokens -> merge MLP -> MLP -> residual MLPs -> per-channel affine.
+    """
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        vision = config.vision_config
+        hidden, expanded = vision.hidden_size, config.codes_per_patch * vision.hidden_size
+        residual_width = config.embedder_residual_intermediate_size or 2 * hidden
+        self.codes_per_patch = config.codes_per_patch
+        self.project_out = nn.Linear(len(config.fsq_levels), hidden)
+        self.merge = ViQMLP(expanded, expanded, hidden, vision.hidden_act)
+        self.mlp = ViQMLP(hidden, hidden, hidden, vision.hidden_act)
+        self.residual_layers = nn.ModuleList(
+            [
+                ViQResidualMLP(hidden, residual_width, config.fusion_layer_norm_eps, vision.hidden_act)
+                for _ in range(config.embedder_num_residual_layers)
+            ]
+        )
+        self.affine_weight = nn.Parameter(torch.ones(hidden))
+        self.affine_bias = nn.Parameter(torch.zeros(hidden))
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """`codes`: float `(4 * total_patches, len(levels))` in `[-1, 1]` -> `(total_patches, hidden)`."""
+        # The codes are cast to the weights' dtype first (bf16 rounds the thirds of a 6-level dimension, as released).
+        hidden_states = self.project_out(codes.to(self.project_out.weight.dtype))
+        hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1] * self.codes_per_patch)
+        hidden_states = self.mlp(self.merge(hidden_states))
+        for layer in self.residual_layers:
+            hidden_states = layer(hidden_states)
+        return hidden_states * self.affine_weight + self.affine_bias
+
+
+class ViQPoolingHead(nn.Module):
+    """Multi-head attention pooling with one learned query (SigLIP's MAP head), then a residual MLP; one token out."""
+
+    def __init__(self, config: ViQVisionConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = hidden // self.num_heads
+        self.probe = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.q_proj = nn.Linear(hidden, hidden)
+        self.kv_proj = nn.Linear(hidden, 2 * hidden)
+        self.out_proj = nn.Linear(hidden, hidden)
+        self.layernorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.mlp = ViQMLP(hidden, config.intermediate_size, hidden, config.hidden_act)
+
+    def forward(self, hidden_states: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """`hidden_states`: `(total_patches, hidden)` (already layer-normed) -> `(num_images, hidden)`."""
+        hidden = hidden_states.shape[-1]
+        query = self.q_proj(self.probe.reshape(1, hidden)).view(1, self.num_heads, 1, self.head_dim)
+        kv = self.kv_proj(hidden_states).view(-1, 2, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
+        pooled = []
+        for key_value in kv.split(lengths, dim=2):  # (2, heads, n_i, head_dim)
+            key, value = key_value[0].unsqueeze(0), key_value[1].unsqueeze(0)
+            pooled.append(F.scaled_dot_product_attention(query, key, value).reshape(1, hidden))
+        pooled = self.out_proj(torch.cat(pooled, dim=0))
+        return pooled + self.mlp(self.layernorm(pooled))
+
+
+class ViQLatentHead(nn.Module):
+    """
+    Features -> Qwen-Image VAE latents: MLP -> LayerNorm -> `latent_num_layers` blocks (per image) -> GroupNorm ->
+    SiLU -> 3x3 conv to `4 * latent_channels` -> pixel shuffle x2, giving `(latent_channels, 2h, 2w)` per image in the
+    raw (un-normalised) latent space of the VAE.
+    """
+
+    def __init__(self, config: ViQConfig):
+        super().__init__()
+        vision = config.vision_config
+        hidden = vision.hidden_size
+        self.mlp = ViQMLP(hidden, hidden, hidden, vision.hidden_act)
+        self.layer_norm = nn.LayerNorm(hidden, eps=vision.layer_norm_eps)
+        self.layers = nn.ModuleList([ViQEncoderLayer(config) for _ in range(config.latent_num_layers)])
+        self.norm_out = nn.GroupNorm(config.latent_norm_groups, hidden, eps=1e-6)
+        self.conv_out = nn.Conv2d(hidden, 4 * config.latent_channels, kernel_size=3, padding=1)
+
+    def forward(self, features: torch.Tensor, grid_hw: list[tuple[int, int]], packed: PackedSequence):
+        hidden_states = self.layer_norm(self.mlp(features))
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, packed)
+        latents = []
+        for states, (h, w) in zip(hidden_states.split(packed.lengths, dim=0), grid_hw):
+            grid = states.reshape(1, h, w, -1).permute(0, 3, 1, 2)
+            grid = self.conv_out(F.silu(self.norm_out(grid)))
+            latents.append(F.pixel_shuffle(grid, 2)[0])
+        return latents
+
+
+def build_qwen_image_vae(vae_config: dict):
+    """diffusers' `AutoencoderKLQwenImage` (imported lazily: diffusers takes seconds to import)."""
+    from diffusers import AutoencoderKLQwenImage
+
+    return AutoencoderKLQwenImage(**vae_config)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-trained model
+# ----------------------------------------------------------------------------------------------------------------
+class ViQPreTrainedModel(PreTrainedModel):
+    config: ViQConfig
+    config_class = ViQConfig
+    base_model_prefix = "viq"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ViQVisionEmbeddings", "ViQEncoderLayer", "ViQQuantizerLayer", "ViQPoolingHead"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, FiniteScalarQuantizer):
+            init.copy_(module.levels, torch.tensor(module.level_list, dtype=torch.int64))
+            init.copy_(module.basis, module._basis(module.level_list))
+            init.copy_(module.codebook, FiniteScalarQuantizer(module.level_list).codebook)
+        elif isinstance(module, ViQVisionEmbeddings):
+            init.trunc_normal_(module.patch_embedding.weight, std=std)
+            init.zeros_(module.patch_embedding.bias)
+            init.trunc_normal_(module.position_embedding.weight, std=std)
+        elif isinstance(module, ViQPoolingHead):
+            init.trunc_normal_(module.probe, std=std)
+        elif isinstance(module, ViQCodeEmbedder):
+            init.ones_(module.affine_weight)
+            init.zeros_(module.affine_bias)
+        elif isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif type(module).__name__ == "QwenImageRMS_norm":
+            init.ones_(module.gamma)
+            if isinstance(module.bias, nn.Parameter):
+                init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+
+class ViQModel(ViQPreTrainedModel):
+    r"""
+    The ViQ visual tokenizer: images (packed patches) -> discrete codes, codes -> LLM-ready features, latents and
+    pixels.
+
+    Example:
+
+    ```python
+    >>> import transformers_viq
+    >>> from transformers_viq import ViQModel, ViQImageProcessor
+    >>> model = ViQModel.from_pretrained("XuminYu/ViQ_weights", viq_size="16k")  # the authors' published layout
+    >>> inputs = ViQImageProcessor()(images=[image_a, image_b], return_tensors="pt")
+    >>> out = model.encode(**inputs)
+    >>> out.image_codes.shape, out.image_grid_hw, out.pooler_output.shape
+    ```
+    """
+
+    def __init__(self, config: ViQConfig):
+        super().__init__(config)
+        vision = config.vision_config
+        self.embeddings = ViQVisionEmbeddings(vision)
+        self.encoder = ViQVisionEncoder(config)
+        self.fusion = ViQFusionBlock(config)
+        self.quantizer = ViQQuantizer(config)
+        self.code_embedder = ViQCodeEmbedder(config)
+        self.post_layernorm = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
+        self.head = ViQPoolingHead(vision)
+        self.latent_head = ViQLatentHead(config)
+        self.vae = build_qwen_image_vae(config.vae_config)
+        self.post_init()
+
+    # ---- loading ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, viq_size: str | None = None, **kwargs):
+        r"""
+        Load a ViQ tokenizer from HF format (`config.json` + safetensors) or from the authors' published layout.
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`):
+                Hub id or local folder.
+            viq_size (`str`, *optional*):
+                `"2k"`, `"4k"`, `"8k"`, `"16k"` or `"64k"`: read `ViQ/converted_<size>/model_viq_fsq_<size>.pth` of the
+                authors' layout (e.g. `"XuminYu/ViQ_weights"`), which has no `config.json`. Only that file is fetched,
+                and the Hub cache is used offline. Also taken when an explicit preset `config=ViQConfig.from_preset(size)`
+                is passed for a repo in that layout (which is how `AutoModel.from_pretrained` reaches this path).
+            kwargs:
+                As for [`~PreTrainedModel.from_pretrained`] (`dtype`, `attn_implementation`, `device_map`, `revision`,
+                `cache_dir`, `local_files_only`, `token`, ...).
+        """
+        from .convert_viq_original_to_hf import (
+            convert_original_state_dict,
+            has_original_checkpoint,
+            load_original_state_dict,
+            resolve_original_checkpoint,
+        )
+
+        config = kwargs.get("config")
+        if viq_size is None and isinstance(config, ViQConfig):
+            if has_original_checkpoint(pretrained_model_name_or_path, config.preset, **kwargs):
+                viq_size = config.preset
+        if viq_size is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+        if config is None:
+            config = ViQConfig.from_preset(viq_size)
+        elif not isinstance(config, ViQConfig):
+            raise ValueError(f"`config` must be a ViQConfig, got {type(config).__name__}.")
+        elif config.preset != viq_size:
+            raise ValueError(
+                f"viq_size={viq_size!r} needs fsq_levels {list(FSQ_LEVEL_PRESETS.get(viq_size, ()))}, but the config "
+                f"passed has {config.fsq_levels}."
+            )
+        kwargs["config"] = config
+        hub_kwargs = {k: kwargs.pop(k) for k in ("cache_dir", "force_download", "local_files_only", "token",
+                                                  "revision", "proxies") if k in kwargs}  # fmt: skip
+        for key in ("_from_auto", "adapter_kwargs", "trust_remote_code", "subfolder", "use_safetensors"):
+            kwargs.pop(key, None)
+        path = resolve_original_checkpoint(pretrained_model_name_or_path, viq_size, **hub_kwargs)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        dtype = dtype if isinstance(dtype, torch.dtype) else (getattr(torch, dtype) if isinstance(dtype, str)
+                                                               and dtype != "auto" else torch.float32)  # fmt: skip
+        state_dict = convert_original_state_dict(load_original_state_dict(path), config, dtype=dtype)
+        kwargs.setdefault("dtype", dtype)
+        model = super().from_pretrained(None, *model_args, state_dict=state_dict, **kwargs)
+        model.name_or_path = str(pretrained_model_name_or_path)
+        model.config._name_or_path = str(pretrained_model_name_or_path)
+        return model
+
+    # ---- input checks -------------------------------------------------------------------------------------------
+    def _check_grid(self, image_grid_hw) -> list[tuple[int, int]]:
+        if image_grid_hw is None:
+            raise ValueError("`image_grid_hw` is required: the (h, w) patch grid of each image, shape (num_images, 2).")
+        grid = torch.as_tensor(image_grid_hw)
+        if grid.is_floating_point() or grid.is_complex() or grid.dtype == torch.bool:
+            raise ValueError(f"`image_grid_hw` must hold integers, got dtype {grid.dtype}.")
+        if grid.ndim != 2 or grid.shape[-1] != 2 or grid.shape[0] == 0:
+            raise ValueError(f"`image_grid_hw` must have shape (num_images, 2), got {tuple(grid.shape)}.")
+        if (grid <= 0).any():
+            bad = int((grid <= 0).any(dim=1).nonzero()[0, 0])
+            raise ValueError(f"`image_grid_hw` of image {bad} is {grid[bad].tolist()}: both sides must be >= 1.")
+        return [(int(h), int(w)) for h, w in grid.tolist()]
+
+    def _check_pixels(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]]) -> None:
+        patch_dim = self.embeddings.patch_dim
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if pixel_values.ndim != 2 or pixel_values.shape[-1] != patch_dim:
+            raise ValueError(
+                f"`pixel_values` must be packed patches of shape (total_patches, {patch_dim}), got "
+                f"{tuple(pixel_values.shape)}. Use `ViQImageProcessor` to turn images into this layout."
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"`pixel_values` must be a float tensor, got dtype {pixel_values.dtype}.")
+        expected = sum(h * w for h, w in grid_hw)
+        if pixel_values.shape[0] != expected:
+            raise ValueError(
+                f"`pixel_values` has {pixel_values.shape[0]} patches but `image_grid_hw` {grid_hw} describes "
+                f"{expected}."
+            )
+
+    def check_codes(self, image_codes: torch.Tensor, image_grid_hw) -> list[tuple[int, int]]:
+        """
+        Validate packed codes against their grids; returns the grid as a list of `(h, w)`.
+
+        Raises `ValueError` naming the problem (and the image) for a non-integer dtype, a code count that is not
+        `codes_per_patch * h * w` per image, or a value outside `[0, codebook_size)`.
+        """
+        grid_hw = self._check_grid(image_grid_hw)
+        if not isinstance(image_codes, torch.Tensor):
+            image_codes = torch.as_tensor(image_codes)
+        if image_codes.is_floating_point() or image_codes.is_complex() or image_codes.dtype == torch.bool:
+            raise ValueError(f"`image_codes` must be an integer tensor, got dtype {image_codes.dtype}.")
+        if image_codes.ndim != 1:
+            raise ValueError(
+                f"`image_codes` must be 1-D packed codes of shape (sum_i {self.config.codes_per_patch}*h_i*w_i,), got "
+                f"shape {tuple(image_codes.shape)}."
+            )
+        per_patch = self.config.codes_per_patch
+        counts = [per_patch * h * w for h, w in grid_hw]
+        if image_codes.shape[0] != sum(counts):
+            offset = 0
+            for index, count in enumerate(counts):
+                if offset + count > image_codes.shape[0]:
+                    raise ValueError(
+                        f"Image {index} (grid {grid_hw[index]}) needs {count} codes ({per_patch} per patch) but only "
+                        f"{image_codes.shape[0] - offset} remain: got {image_codes.shape[0]} codes for grids "
+                        f"{grid_hw}, which need {sum(counts)}."
+                    )
+                offset += count
+            raise ValueError(
+                f"Got {image_codes.shape[0]} codes for grids {grid_hw}, which need {sum(counts)} "
+                f"({per_patch} per patch); {image_codes.shape[0] - sum(counts)} codes are left over."
+            )
+        size = self.config.codebook_size
+        bad = (image_codes < 0) | (image_codes >= size)
+        if bad.any():
+            position = int(bad.nonzero()[0, 0])
+            image = int(torch.searchsorted(torch.tensor(counts).cumsum(0), position, right=True))
+            raise ValueError(
+                f"Image {image} has code {int(image_codes[position])} (at packed position {position}) outside "
+                f"[0, {size}): the codes were made with a different codebook, or are corrupt."
+            )
+        return grid_hw
+
+    # ---- the pieces ---------------------------------------------------------------------------------------------
+    def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
+        return PackedSequence.from_lengths([h * w for h, w in grid_hw], device)
+
+    def get_trunk_features(self, pixel_values: torch.Tensor, image_grid_hw) -> torch.Tensor:
+        """Raw output of the last trunk block, `(total_patches, hidden)` (no final LayerNorm, as released)."""
+        grid_hw = self._check_grid(image_grid_hw)
+        self._check_pixels(pixel_values, grid_hw)
+        packed = self._packed(grid_hw, pixel_values.device)
+        return self.encoder(self.embeddings(pixel_values, grid_hw), packed)
+
+    def pool(self, features: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
+        """Attention-pooled embedding of each image from its features: `(num_images, hidden)`."""
+        return self.head(self.post_layernorm(features), [h * w for h, w in grid_hw])
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor,
+        image_grid_hw: torch.LongTensor,
+        return_pooler_output: bool = True,
+        **kwargs,
+    ) -> ViQEncoderOutput:
+        r"""
+        Encode packed images to codes, quantized features and the pooled embedding (differentiable: the quantizer
+        passes gradients straight through).
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(sum_i h_i * w_i, num_channels * patch_size**2)`):
+                Packed patches from [`ViQImageProcessor`].
+            image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
+                Patch grid of each image.
+            return_pooler_output (`bool`, *optional*, defaults to `True`):
+                Whether to run the attention-pooling head.
+        """
+        grid_hw = self._check_grid(image_grid_hw)
+        self._check_pixels(pixel_values, grid_hw)
+        packed = self._packed(grid_hw, pixel_values.device)
+        hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
+        sub_tokens = self.fusion(hidden_states, packed)
+        values, codes, indices = self.quantizer(sub_tokens, grid_hw, packed)
+        features = self.code_embedder(codes)
+        pooled = self.pool(features, grid_hw) if return_pooler_output else None
+        return ViQEncoderOutput(
+            image_codes=indices,
+            image_grid_hw=torch.tensor(grid_hw, dtype=torch.long, device=pixel_values.device),
+            pooler_output=pooled,
+            last_hidden_state=features,
+            quantizer_inputs=values,
+        )
+
+    @torch.no_grad()
+    def encode(
+        self,
+        pixel_values: torch.FloatTensor,
+        image_grid_hw: torch.LongTensor,
+        return_pooler_output: bool = True,
+        **kwargs,
+    ) -> ViQEncoderOutput:
+        r"""
+        Images -> discrete codes (no gradient).
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(sum_i h_i * w_i, num_channels * patch_size**2)`):
+                Packed patches from [`ViQImageProcessor`].
+            image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
+                Patch grid of each image.
+            return_pooler_output (`bool`, *optional*, defaults to `True`):
+                Whether to compute the features and the attention-pooled embedding as well.
+
+        Returns:
+            [`ViQEncoderOutput`] with `image_codes` `(sum_i 4*h_i*w_i,)` long, `image_grid_hw` and, if asked,
+            `pooler_output` `(num_images, hidden)` and `last_hidden_state` (the features) `(sum_i h_i*w_i, hidden)`.
+        """
+        grid_hw = self._check_grid(image_grid_hw)
+        self._check_pixels(pixel_values, grid_hw)
+        packed = self._packed(grid_hw, pixel_values.device)
+        hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
+        values, codes, indices = self.quantizer(self.fusion(hidden_states, packed), grid_hw, packed)
+        features = pooled = None
+        if return_pooler_output:
+            features = self.code_embedder(codes)
+            pooled = self.pool(features, grid_hw)
+        return ViQEncoderOutput(
+            image_codes=indices,
+            image_grid_hw=torch.tensor(grid_hw, dtype=torch.long, device=pixel_values.device),
+            pooler_output=pooled,
+            last_hidden_state=features,
+        )
+
+    def embed_codes(self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor) -> torch.FloatTensor:
+        r"""
+        Codes -> LLM-ready features (the trunk never runs).
+
+        Args:
+            image_codes (`torch.LongTensor` of shape `(sum_i 4 * h_i * w_i,)`): packed codes.
+            image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`): patch grid of each image.
+
+        Returns:
+            `torch.FloatTensor` of shape `(sum_i h_i * w_i, hidden_size)`.
+        """
+        self.check_codes(image_codes, image_grid_hw)
+        device = self.code_embedder.project_out.weight.device
+        codes = self.quantizer.fsq.indices_to_codes(image_codes.to(device))
+        return self.code_embedder(codes)
+
+    def decode_latents(self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor) -> list[torch.FloatTensor]:
+        r"""
+        Codes -> Qwen-Image VAE latents (raw latent space, no mean/std de-normalisation).
+
+        Returns:
+            `list[torch.FloatTensor]`, one `(latent_channels, 2 * h_i, 2 * w_i)` tensor per image.
+        """
+        grid_hw = self.check_codes(image_codes, image_grid_hw)
+        features = self.embed_codes(image_codes, image_grid_hw)
+        return self.latent_head(features, grid_hw, self._packed(grid_hw, features.device))
+
+    @torch.no_grad()
+    def decode(self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor) -> list[torch.FloatTensor]:
+        r"""
+        Codes -> pixels through the latent head and the Qwen-Image VAE decoder.
+
+        Returns:
+            `list[torch.FloatTensor]`, one `(3, 16 * h_i, 16 * w_i)` image per image, values in `[-1, 1]` (the padded
+            size: padding added by the processor is not cropped).
+        """
+        latents = self.decode_latents(image_codes, image_grid_hw)
+        vae_dtype = next(self.vae.parameters()).dtype
+        images = []
+        for latent in latents:
+            decoded = self.vae.decode(latent.to(vae_dtype)[None, :, None], return_dict=False)[0]
+            images.append(decoded[0, :, 0])
+        return images
+
+
+__all__ = ["ViQEncoderOutput", "ViQModel", "ViQPreTrainedModel"]
