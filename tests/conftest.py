@@ -60,18 +60,6 @@ def spread_weights(model: ViQModel, seed: int = 0) -> ViQModel:
     return model
 
 
-def calibrate_quantizer(model: ViQModel, pixel_values: torch.Tensor, image_grid_hw: torch.Tensor, scale: float = 1.5):
-    """Rescale `project_in` so that its outputs are centred with std `scale` on a calibration batch (data-dependent
-    init, like a trained model whose pre-quantization values spread over the FSQ levels)."""
-    with torch.no_grad():
-        values = model(pixel_values, image_grid_hw, return_pooler_output=False).quantizer_inputs.float()
-        mean, std = values.mean(0), values.std(0).clamp_min(1e-6)
-        layer = model.quantizer.project_in
-        layer.weight.mul_((scale / std).unsqueeze(-1))
-        layer.bias.copy_((layer.bias - mean) * scale / std)
-    return model
-
-
 def make_tiny_model(levels=(8, 8, 8, 6, 5), seed: int = 0, **overrides) -> ViQModel:
     """A tiny ViQ whose codes vary from patch to patch on natural and random images."""
     import numpy as np
@@ -84,7 +72,7 @@ def make_tiny_model(levels=(8, 8, 8, 6, 5), seed: int = 0, **overrides) -> ViQMo
     smooth = np.kron(rng.integers(0, 256, size=(6, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
     calibration = [rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8), smooth]
     inputs = ViQImageProcessor(do_resize=False)(images=calibration, return_tensors="pt")
-    return calibrate_quantizer(model, inputs["pixel_values"], inputs["image_grid_hw"])
+    return model.calibrate_quantizer(inputs["pixel_values"], inputs["image_grid_hw"])
 
 
 @pytest.fixture

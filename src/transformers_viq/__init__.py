@@ -5,6 +5,7 @@ Importing the package registers ViQ with transformers' Auto classes (`AutoConfig
 `AutoImageProcessor`).
 """
 
+from .codes_io import ViQCodes
 from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
 from .fsq import FiniteScalarQuantizer
 from .image_processing_viq import ViQImageProcessor
@@ -29,6 +30,7 @@ register_auto_classes()
 __all__ = [
     "FSQ_LEVEL_PRESETS",
     "FiniteScalarQuantizer",
+    "ViQCodes",
     "ViQConfig",
     "ViQEncoderOutput",
     "ViQImageProcessor",

@@ -1,0 +1,156 @@
+# Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
+"""A file format for ViQ codes: the codes of one or many images, their grids, and what produced them.
+
+A codes file is a [safetensors](https://huggingface.co/docs/safetensors) file (no pickle, memory-mappable) holding
+
+* `codes`: `uint16`, shape `(sum_i 4 * h_i * w_i,)` - the packed codes in the released model's order (patch-major,
+  then the 4 sub-codes of a patch). Every released codebook (at most 64000 codes) fits in 16 bits.
+* `image_grid_hw`: `int32`, shape `(num_images, 2)` - the patch grid of each image,
+
+and, as string metadata under the key `"viq"`, a JSON object:
+
+```json
+{"format": "viq-codes", "version": 1, "model": "XuminYu/ViQ_weights", "viq_size": "16k",
+ "fsq_levels": [8, 8, 8, 6, 5], "codebook_size": 15360, "codes_per_patch": 4, "patch_size": 16,
+ "images": [{"name": "cat.jpg", "height": 451, "width": 300}, ...]}
+```
+
+`images` records each source image's name and the size the processor fed to the model (before padding to the patch
+grid), so reconstructions can be cropped back. Round trips are exact; decoding codes produced with another codebook
+is refused (`ViQCodes.check_compatible`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+FORMAT_NAME = "viq-codes"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ViQCodes:
+    """
+    Codes of one or many images with their provenance.
+
+    Args:
+        codes (`torch.LongTensor` of shape `(sum_i 4 * h_i * w_i,)`): packed codes.
+        image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`): patch grid of each image.
+        fsq_levels (`list[int]`): levels of the codebook that produced the codes.
+        model (`str`, *optional*): id or path of the model that produced them.
+        viq_size (`str`, *optional*): released size name (`"16k"`, ...) if the levels are a preset.
+        codes_per_patch (`int`, *optional*, defaults to 4), patch_size (`int`, *optional*, defaults to 16).
+        images (`list[dict]`, *optional*): per image `{"name", "height", "width"}` (size fed to the model).
+    """
+
+    codes: torch.Tensor
+    image_grid_hw: torch.Tensor
+    fsq_levels: list[int]
+    model: str | None = None
+    viq_size: str | None = None
+    codes_per_patch: int = 4
+    patch_size: int = 16
+    images: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.codes = torch.as_tensor(self.codes).reshape(-1).long()
+        self.image_grid_hw = torch.as_tensor(self.image_grid_hw).reshape(-1, 2).long()
+        self.fsq_levels = [int(level) for level in self.fsq_levels]
+        expected = self.codes_per_patch * int((self.image_grid_hw[:, 0] * self.image_grid_hw[:, 1]).sum())
+        if self.codes.numel() != expected:
+            raise ValueError(
+                f"{self.codes.numel()} codes do not match grids {self.image_grid_hw.tolist()} "
+                f"({expected} codes at {self.codes_per_patch} per patch)."
+            )
+        if self.codes.numel() and (self.codes.min() < 0 or self.codes.max() >= self.codebook_size):
+            raise ValueError(f"Codes outside [0, {self.codebook_size}) for fsq_levels {self.fsq_levels}.")
+        if self.images and len(self.images) != len(self.image_grid_hw):
+            raise ValueError(f"{len(self.images)} image records for {len(self.image_grid_hw)} grids.")
+
+    @property
+    def codebook_size(self) -> int:
+        return int(np.prod(self.fsq_levels))
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_grid_hw)
+
+    def split(self) -> list[torch.Tensor]:
+        """The codes of each image, `(4 * h_i * w_i,)` each."""
+        counts = (self.codes_per_patch * self.image_grid_hw[:, 0] * self.image_grid_hw[:, 1]).tolist()
+        return list(self.codes.split(counts))
+
+    def check_compatible(self, config) -> None:
+        """Raise a `ValueError` unless a model with `config` (a `ViQConfig`) can decode these codes."""
+        if list(config.fsq_levels) != self.fsq_levels or config.codes_per_patch != self.codes_per_patch:
+            raise ValueError(
+                f"These codes were made with fsq_levels {self.fsq_levels} ({self.codebook_size} codes"
+                f"{', ' + self.viq_size if self.viq_size else ''}, model {self.model!r}); this model uses "
+                f"{list(config.fsq_levels)} ({config.codebook_size} codes). Decode them with the model that made them."
+            )
+
+    # ---- file I/O ---------------------------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "model": self.model,
+            "viq_size": self.viq_size,
+            "fsq_levels": self.fsq_levels,
+            "codebook_size": self.codebook_size,
+            "codes_per_patch": self.codes_per_patch,
+            "patch_size": self.patch_size,
+            "images": self.images,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a codes file (safetensors)."""
+        from safetensors.numpy import save_file
+
+        if self.codebook_size > 2**16:
+            raise ValueError(f"A codebook of {self.codebook_size} codes does not fit the file's uint16 codes.")
+        arrays = {
+            "codes": self.codes.numpy().astype(np.uint16),
+            "image_grid_hw": self.image_grid_hw.numpy().astype(np.int32),
+        }
+        save_file(arrays, str(path), metadata={"viq": json.dumps(self.metadata())})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ViQCodes":
+        """Read a codes file; a file that is not one raises a `ValueError` saying so."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="np") as handle:
+                raw = (handle.metadata() or {}).get("viq")
+                arrays = {key: handle.get_tensor(key) for key in handle.keys()}
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # safetensors raises its own error types for foreign files
+            raise ValueError(f"{path} is not a ViQ codes file: {error}") from None
+        if raw is None or set(arrays) != {"codes", "image_grid_hw"}:
+            raise ValueError(f"{path} is a safetensors file but not a ViQ codes file (no 'viq' metadata).")
+        meta = json.loads(raw)
+        if meta.get("format") != FORMAT_NAME:
+            raise ValueError(f"{path}: unknown format {meta.get('format')!r}.")
+        if int(meta.get("version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{path} has codes-file version {meta['version']}; this package reads {FORMAT_VERSION}.")
+        return cls(
+            codes=torch.from_numpy(arrays["codes"].astype(np.int64)),
+            image_grid_hw=torch.from_numpy(arrays["image_grid_hw"].astype(np.int64)),
+            fsq_levels=meta["fsq_levels"],
+            model=meta.get("model"),
+            viq_size=meta.get("viq_size"),
+            codes_per_patch=int(meta.get("codes_per_patch", 4)),
+            patch_size=int(meta.get("patch_size", 16)),
+            images=list(meta.get("images") or []),
+        )
+
+
+__all__ = ["ViQCodes"]

@@ -1,0 +1,62 @@
+"""The codes file: exact round trip, refusal of foreign codebooks and foreign files."""
+
+import pytest
+import torch
+from conftest import make_tiny_model, tiny_config
+
+from transformers_viq import ViQCodes, ViQConfig
+
+
+def test_round_trip_is_exact(tmp_path):
+    grid = torch.tensor([[3, 5], [1, 1]])
+    codes = torch.randint(0, 64000, (4 * 16,))
+    original = ViQCodes(codes, grid, [8, 8, 8, 5, 5, 5], model="me/viq", viq_size="64k",
+                        images=[{"name": "a.png", "height": 48, "width": 80}, {"name": "b", "height": 16, "width": 16}])
+    original.save(tmp_path / "codes.safetensors")
+    loaded = ViQCodes.load(tmp_path / "codes.safetensors")
+    assert torch.equal(loaded.codes, codes) and torch.equal(loaded.image_grid_hw, grid)
+    assert loaded.fsq_levels == [8, 8, 8, 5, 5, 5] and loaded.codebook_size == 64000
+    assert loaded.model == "me/viq" and loaded.viq_size == "64k" and loaded.images == original.images
+    assert [c.numel() for c in loaded.split()] == [60, 4]
+    # stored as uint16: 2 bytes per code plus a small header
+    assert (tmp_path / "codes.safetensors").stat().st_size < 2 * codes.numel() + 1024
+
+
+def test_foreign_codebook_is_refused():
+    codes = ViQCodes(torch.zeros(4, dtype=torch.long), [[1, 1]], [8, 8, 8, 6, 5], viq_size="16k")
+    codes.check_compatible(ViQConfig.from_preset("16k"))
+    with pytest.raises(ValueError, match=r"made with fsq_levels \[8, 8, 8, 6, 5\].*this model uses \[8, 8, 8, 5, 5, 5\]"):
+        codes.check_compatible(ViQConfig.from_preset("64k"))
+
+
+def test_inconsistent_or_foreign_files_raise(tmp_path):
+    with pytest.raises(ValueError, match="do not match grids"):
+        ViQCodes(torch.zeros(5, dtype=torch.long), [[1, 1]], [3, 3])
+    with pytest.raises(ValueError, match=r"outside \[0, 9\)"):
+        ViQCodes(torch.full((4,), 9), [[1, 1]], [3, 3])
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a ViQ codes file"):
+        ViQCodes.load(tmp_path / "junk.safetensors")
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    save_file({"x": np.zeros(3, dtype=np.float32)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a ViQ codes file"):
+        ViQCodes.load(tmp_path / "other.safetensors")
+
+
+def test_codes_from_a_model_round_trip_through_decoding_inputs(tmp_path):
+    model = make_tiny_model()
+    import numpy as np
+
+    from transformers_viq import ViQImageProcessor
+
+    inputs = ViQImageProcessor()(images=[np.full((40, 72, 3), 120, dtype=np.uint8)], return_tensors="pt")
+    out = model.encode(**inputs)
+    ViQCodes(out.image_codes, out.image_grid_hw, model.config.fsq_levels).save(tmp_path / "c.safetensors")
+    loaded = ViQCodes.load(tmp_path / "c.safetensors")
+    loaded.check_compatible(model.config)
+    torch.testing.assert_close(
+        model.embed_codes(loaded.codes, loaded.image_grid_hw), model.embed_codes(out.image_codes, out.image_grid_hw)
+    )
+    assert tiny_config().codebook_size == 15360
