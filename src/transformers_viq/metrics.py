@@ -119,6 +119,40 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+class FeatureStatistics:
+    """
+    Running mean and covariance of feature vectors (float64 sums), so that FID over many images never holds all
+    features in memory. `update` takes `(batch, dim)` arrays.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self._sum = None
+        self._outer = None
+
+    def update(self, features) -> None:
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2:
+            raise ValueError(f"Features must have shape (batch, dim), got {features.shape}.")
+        if self._sum is None:
+            self._sum = np.zeros(features.shape[1])
+            self._outer = np.zeros((features.shape[1], features.shape[1]))
+        self.count += features.shape[0]
+        self._sum += features.sum(axis=0)
+        self._outer += features.T @ features
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._sum / self.count
+
+    @property
+    def covariance(self) -> np.ndarray:
+        if self.count < 2:
+            raise ValueError(f"A covariance needs at least 2 feature vectors, got {self.count}.")
+        mean = self.mean
+        return (self._outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Bits and bytes of an image
 # ------------------------------------------------------------------------------------------------------------------
@@ -313,6 +347,7 @@ def code_storage(codes, codebook_size: int) -> dict[str, int]:
 
 __all__ = [
     "COMPRESSORS",
+    "FeatureStatistics",
     "JpegMatch",
     "bits_per_code",
     "bits_per_pixel",

@@ -1,0 +1,175 @@
+"""The `viq` command line end to end on the committed tiny smoke checkpoint (CPU, no network)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transformers_viq import ViQCodes
+from transformers_viq.cli import EXIT_INCOMPATIBLE, EXIT_OK, EXIT_USAGE, CLIError, main
+
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "examples" / "tiny-viq")
+SAMPLES = sorted((REPO / "assets" / "samples").glob("*.png"))
+# Small images keep the VAE decoder fast on CPU.
+MODEL_ARGS = ["--model", TINY, "--device", "cpu", "--quiet"]
+SMALL = ["--max-pixels", str(128 * 128)]
+
+
+@pytest.fixture
+def images(tmp_path) -> list[Path]:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for sample in SAMPLES:
+        shutil.copy(sample, folder / sample.name)
+    return sorted(folder.glob("*.png"))
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("viq: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_encode_decode_reconstruct_end_to_end(tmp_path, images):
+    assert len(images) >= 3
+    codes_file = tmp_path / "out" / "codes.safetensors"
+    assert main(["encode", *map(str, images), "-o", str(codes_file), *MODEL_ARGS, *SMALL, "--batch-size", "2"]) == 0
+
+    codes = ViQCodes.load(codes_file)
+    assert codes.num_images == len(images)
+    assert codes.model == TINY and codes.fsq_levels == [8, 8, 8, 6, 5]
+    assert [record["name"] for record in codes.images] == [path.name for path in images]
+    for record, (grid_h, grid_w) in zip(codes.images, codes.image_grid_hw.tolist()):
+        # native mode: the fed size is the resized size, a multiple of 16 within the pixel budget
+        assert (record["height"], record["width"]) == (16 * grid_h, 16 * grid_w)
+        assert record["height"] * record["width"] <= 128 * 128
+
+    # decode takes the model recorded in the file
+    decoded = tmp_path / "decoded"
+    assert main(["decode", str(codes_file), "-o", str(decoded), "--device", "cpu", "--quiet"]) == 0
+    for record in codes.images:
+        with Image.open(decoded / record["name"]) as png:
+            assert png.size == (record["width"], record["height"]) and png.mode == "RGB"
+
+    recon = tmp_path / "recon"
+    assert main(["reconstruct", *map(str, images), "-o", str(recon), *MODEL_ARGS, *SMALL]) == 0
+    report = json.loads((recon / "metrics.json").read_text())
+    assert report["model"] == TINY and len(report["images"]) == len(images)
+    for row, record in zip(report["images"], codes.images):
+        stem = Path(row["name"]).stem
+        with Image.open(recon / f"{stem}.png") as png:
+            reconstruction = np.asarray(png)
+        with Image.open(recon / f"{stem}_side_by_side.png") as png:
+            assert png.width > 2 * row["width"] and png.height >= row["height"]
+        assert reconstruction.shape == (row["height"], row["width"], 3)
+        # the same codes decoded by `viq decode` give the same picture (batching does not change it)
+        with Image.open(decoded / record["name"]) as png:
+            assert np.abs(np.asarray(png).astype(int) - reconstruction.astype(int)).max() <= 1
+        pixels = row["height"] * row["width"]
+        assert row["bits_per_code"] == 14
+        assert math.isclose(row["bpp"], row["num_codes"] * 14 / pixels)
+        assert row["num_codes"] == 4 * row["grid_h"] * row["grid_w"]
+        assert row["code_bytes_uint16"] == 2 * row["num_codes"]
+        assert row["raw_rgb_bytes"] == 3 * pixels > row["png_bytes"] > row["jpeg90_bytes"] > row["code_bytes_packed"]
+        assert 0 < row["psnr"] < 60 and -1 <= row["ssim"] <= 1
+
+
+def test_decode_crops_the_padding_of_reference_mode(tmp_path):
+    image = tmp_path / "odd.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
+    codes_file = tmp_path / "odd.safetensors"
+    assert main(["encode", str(image), "-o", str(codes_file), "--no-resize", *MODEL_ARGS]) == 0
+    codes = ViQCodes.load(codes_file)
+    assert codes.image_grid_hw.tolist() == [[3, 4]]  # padded to 48x64
+    assert codes.images == [{"name": "odd.png", "height": 40, "width": 50}]
+    assert main(["decode", str(codes_file), "-o", str(tmp_path / "dec"), *MODEL_ARGS]) == 0
+    with Image.open(tmp_path / "dec" / "odd.png") as png:
+        assert png.size == (50, 40)
+
+
+def test_missing_file_is_one_line_and_exit_code_2_in_a_real_process(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "transformers_viq.cli", "encode", str(tmp_path / "missing.png"), "-o",
+         str(tmp_path / "c.safetensors"), "--model", TINY],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == EXIT_USAGE
+    assert result.stderr.strip() == f"viq: error: no such file: {tmp_path / 'missing.png'}"
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_unreadable_image_is_one_line_and_exit_code_2(tmp_path, capsys):
+    garbage = tmp_path / "x.png"
+    garbage.write_bytes(b"\x89PNG not really" + bytes(range(256)))
+    assert main(["encode", str(garbage), "-o", str(tmp_path / "c.safetensors"), *MODEL_ARGS]) == EXIT_USAGE
+    line = _error_line(capsys)
+    assert "cannot read image" in line and "x.png" in line
+    assert main(["reconstruct", str(garbage), "-o", str(tmp_path / "r"), *MODEL_ARGS]) == EXIT_USAGE
+    assert "x.png" in _error_line(capsys)
+
+
+def test_foreign_codebook_is_refused(tmp_path, capsys):
+    foreign = tmp_path / "foreign.safetensors"
+    ViQCodes(torch.tensor([0, 4, 8, 2]), torch.tensor([[1, 1]]), [3, 3], model="someone/else",
+             images=[{"name": "a.png", "height": 16, "width": 16}]).save(foreign)  # fmt: skip
+    assert main(["decode", str(foreign), "-o", str(tmp_path / "dec"), *MODEL_ARGS]) == EXIT_INCOMPATIBLE
+    line = _error_line(capsys)
+    assert "[3, 3]" in line and "[8, 8, 8, 6, 5]" in line
+    assert not (tmp_path / "dec").exists()
+
+
+def test_bad_inputs_and_options_give_exit_code_2(tmp_path, capsys):
+    png = SAMPLES[0]
+    assert main(["decode", str(png), "-o", str(tmp_path / "d"), *MODEL_ARGS]) == EXIT_USAGE  # not a codes file
+    assert "not a ViQ codes file" in _error_line(capsys)
+    assert main(["encode", str(png), "-o", str(tmp_path / "c"), "--batch-size", "0"]) == EXIT_USAGE
+    assert "--batch-size" in _error_line(capsys)
+    assert main(["encode", str(png), "-o", str(tmp_path / "c"), "--bogus"]) == EXIT_USAGE
+    assert "--bogus" in _error_line(capsys)
+    assert main([]) == EXIT_USAGE
+    _error_line(capsys)
+    assert main(["encode", str(png), "-o", str(tmp_path / "c"), "--model", str(tmp_path / "nope")]) == EXIT_USAGE
+    assert "no such model folder" in _error_line(capsys)
+    assert main(["convert", "--size", "16k", "--source", TINY, "-o", str(tmp_path / "conv"), "-q"]) == EXIT_USAGE
+    assert "not the authors' layout" in _error_line(capsys)
+    # reference mode refuses an image over the pixel budget, naming it
+    assert main(["encode", str(png), "-o", str(tmp_path / "c"), "--no-resize", "--max-pixels", "100",
+                 *MODEL_ARGS]) == EXIT_USAGE  # fmt: skip
+    assert png.name in _error_line(capsys)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(CLIError):
+        main(["encode", str(tmp_path / "missing.png"), "-o", str(tmp_path / "c"), "--debug"])
+
+
+def test_help_documents_the_exit_codes(capsys):
+    assert main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for command in ("encode", "decode", "reconstruct", "convert"):
+        assert command in out
+    assert "exit codes" in out and "different codebook" in out
+    assert main(["reconstruct", "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "--max-pixels" in out and "--batch-size" in out and "--dtype" in out and "XuminYu/ViQ_weights" in out
+
+
+def test_console_script_is_declared():
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["viq"] == "transformers_viq.cli:main"
