@@ -1,4 +1,4 @@
-"""transformers_viq.metrics, eval/compression.py and eval/reconstruction.py (CPU, tiny smoke checkpoint, no network)."""
+"""transformers_viq.metrics, eval/compression.py and eval/reconstruction.py (CPU, tiny smoke model, no network)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def test_bit_packing_round_trip(codebook_size, bits):
     packed = metrics.pack_codes(codes, bits)
     assert len(packed) == math.ceil(codes.size * bits / 8)
     np.testing.assert_array_equal(metrics.unpack_codes(packed, bits, codes.size), codes)
-    np.testing.assert_array_equal(metrics.unpack_codes(metrics.pack_codes(torch.tensor(codes), bits), bits, 999), codes)
+    from_tensor = metrics.pack_codes(torch.tensor(codes), bits)
+    np.testing.assert_array_equal(metrics.unpack_codes(from_tensor, bits, codes.size), codes)
     with pytest.raises(ValueError, match="does not fit"):
         metrics.pack_codes([2**bits], bits)
 
