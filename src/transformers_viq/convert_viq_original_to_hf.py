@@ -229,6 +229,7 @@ def convert_viq_checkpoint(
     check_images: list | None = None,
     push_to_hub: str | None = None,
     max_pixels: int = 256 * 256,
+    config: ViQConfig | None = None,
     **hub_kwargs,
 ) -> dict:
     """
@@ -243,6 +244,7 @@ def convert_viq_checkpoint(
             repository's sample photographs.
         push_to_hub (`str`, *optional*): a repo id to push the converted model and processor to.
         max_pixels (`int`, *optional*, defaults to 65536): pixel budget of the check images (keeps the check fast).
+        config (`ViQConfig`, *optional*): the architecture, if not the released one of `size` (e.g. a shallow copy).
 
     Returns:
         `dict` with `codes_checked` and `codes_identical` (the check raises if they differ).
@@ -256,7 +258,7 @@ def convert_viq_checkpoint(
     inputs = processor(images=check_images or default_check_images(), return_tensors="pt")
 
     logger.info(f"Loading {source} ({size}) from the authors' layout")
-    source_model = ViQModel.from_pretrained(source, viq_size=size, **hub_kwargs).eval()
+    source_model = ViQModel.from_pretrained(source, viq_size=size, config=config, **hub_kwargs).eval()
     source_codes = source_model.encode(**inputs, return_pooler_output=False).image_codes
     source_model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)

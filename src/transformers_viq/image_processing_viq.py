@@ -13,7 +13,7 @@
 # limitations under the License.
 """Image processor for ViQ (PIL/NumPy backend).
 
-ViQ ("Vision in Quanta") tokenizes an image at its native aspect ratio into 4 discrete codes per 16x16 patch. This
+ViQ (Visual Quantized representations, Yu et al.) tokenizes an image at its native aspect ratio into 4 discrete codes per 16x16 patch. This
 processor turns images into the packed patch representation the ViQ vision tower consumes:
 
 - `pixel_values`: all images' patches concatenated along the first axis (no padding between images), each patch

@@ -647,6 +647,8 @@ class ViQModel(ViQPreTrainedModel):
         if viq_size is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
+        if viq_size not in FSQ_LEVEL_PRESETS:
+            raise ValueError(f"Unknown ViQ size {viq_size!r}; expected one of {', '.join(FSQ_LEVEL_PRESETS)}.")
         if config is None:
             config = ViQConfig.from_preset(viq_size)
         elif not isinstance(config, ViQConfig):
