@@ -173,3 +173,16 @@ def test_console_script_is_declared():
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["viq"] == "transformers_viq.cli:main"
+
+
+def test_a_relative_model_folder_is_recorded_so_decode_works_from_elsewhere(tmp_path, monkeypatch):
+    image = tmp_path / "small.png"
+    Image.fromarray(np.full((32, 48, 3), 120, np.uint8)).save(image)
+    monkeypatch.chdir(REPO)
+    codes_file = tmp_path / "c.safetensors"
+    assert main(["encode", str(image), "-o", str(codes_file), "--model", "examples/tiny-viq", "--device", "cpu",
+                 "-q"]) == 0  # fmt: skip
+    assert ViQCodes.load(codes_file).model == TINY
+    monkeypatch.chdir(tmp_path)
+    assert main(["decode", str(codes_file), "-o", "dec", "--device", "cpu", "-q"]) == 0
+    assert (tmp_path / "dec" / "small.png").is_file()

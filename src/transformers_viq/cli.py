@@ -519,11 +519,13 @@ def command_encode(args) -> int:
             bar.update(len(batch))
     finally:
         bar.close()
+    # a local folder is recorded as an absolute path, so that `viq decode` finds it from any working directory
+    recorded = str(Path(model_id).expanduser().resolve()) if os.path.isdir(os.path.expanduser(model_id)) else model_id
     codes = ViQCodes(
         torch.cat(all_codes),
         torch.cat(all_grids),
         list(viq.config.fsq_levels),
-        model=model_id,
+        model=recorded,
         viq_size=size or getattr(viq.config, "preset", None),
         images=records,
     )
@@ -567,11 +569,19 @@ def command_decode(args) -> int:
         if size is None and authors_layout:
             size = codes.viq_size
     model_id, size = resolve_model(model, size)
-    check_model_path(model_id)
+    try:
+        check_model_path(model_id)
+    except CLIError as error:
+        if args.model is None and codes.model:
+            error.args = (f"{error} (the model recorded in {path}; pass --model to use another copy)",)
+        raise
     try:
         config = load_config(model_id, size)
     except Exception as error:
-        raise CLIError(f"cannot load the config of model {model_id}: {_one_line(error)}", EXIT_RUNTIME) from error
+        hint = f" (the model recorded in {path}; pass --model to use another)" if args.model is None else ""
+        raise CLIError(
+            f"cannot load the config of model {model_id}: {_one_line(error)}{hint}", EXIT_RUNTIME
+        ) from error
     try:
         codes.check_compatible(config)
     except ValueError as error:
