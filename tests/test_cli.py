@@ -186,3 +186,26 @@ def test_a_relative_model_folder_is_recorded_so_decode_works_from_elsewhere(tmp_
     monkeypatch.chdir(tmp_path)
     assert main(["decode", str(codes_file), "-o", "dec", "--device", "cpu", "-q"]) == 0
     assert (tmp_path / "dec" / "small.png").is_file()
+
+
+def test_convert_a_tiny_checkpoint_in_the_authors_layout(tmp_path, capsys):
+    from conftest import TINY_VAE, tiny_config
+    from reference_checkpoint import make_reference_state_dict
+
+    state_dict = make_reference_state_dict([8, 8, 8, 6, 5], seed=1, num_layers=2, hidden_size=32, mlp_ratio=2,
+                                           fsq_width=16, pos_grid=8, vae_config=TINY_VAE)  # fmt: skip
+    checkpoint = tmp_path / "orig" / "ViQ" / "converted_16k" / "model_viq_fsq_16k.pth"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(state_dict, checkpoint)
+    config_file = tmp_path / "tiny_config.json"
+    tiny_config().to_json_file(config_file)
+    out = tmp_path / "hf"
+    argv = ["convert", "--size", "16k", "--source", str(tmp_path / "orig"), "--config", str(config_file), "-o",
+            str(out), "--check-image", str(SAMPLES[0])]  # fmt: skip
+    assert main(argv) == EXIT_OK
+    assert "codes identical" in capsys.readouterr().out
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        assert (out / name).is_file()
+    # the converted folder is a model the other commands take
+    assert main(["encode", str(SAMPLES[0]), "-o", str(tmp_path / "c.safetensors"), "--model", str(out), "--device",
+                 "cpu", "-q", *SMALL]) == EXIT_OK  # fmt: skip

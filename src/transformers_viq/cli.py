@@ -656,9 +656,19 @@ def command_convert(args) -> int:
     check_model_path(source)
     if args.check_image:
         check_images_readable(check_input_files(args.check_image))
+    config = None
+    if args.config:
+        from . import ViQConfig
+
+        if not os.path.isdir(args.config):
+            check_input_files([args.config])
+        try:
+            config = ViQConfig.from_pretrained(args.config)
+        except Exception as error:
+            raise CLIError(f"cannot read config {args.config}: {_one_line(error)}", EXIT_USAGE) from None
     try:
         result = convert_viq_checkpoint(
-            source, args.size, args.output, check_images=args.check_image, push_to_hub=args.push_to_hub
+            source, args.size, args.output, check_images=args.check_image, push_to_hub=args.push_to_hub, config=config
         )
     except FileNotFoundError as error:
         raise CLIError(_one_line(error), EXIT_USAGE) from error
@@ -807,6 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IMAGE",
         help="image to compare codes on (repeatable; default: the bundled samples)",
     )
+    convert.add_argument("--config", default=None, metavar="FILE",
+                         help="architecture config.json (default: the released architecture of --size)")  # fmt: skip
     convert.set_defaults(handler=command_convert)
     return parser
 
