@@ -23,14 +23,14 @@ TINY = str(REPO / "examples" / "tiny-viq")
 SAMPLES = sorted((REPO / "assets" / "samples").glob("*.png"))
 # Small images keep the VAE decoder fast on CPU.
 MODEL_ARGS = ["--model", TINY, "--device", "cpu", "--quiet"]
-SMALL = ["--max-pixels", str(128 * 128)]
+SMALL = ["--max-pixels", str(80 * 80)]
 
 
 @pytest.fixture
 def images(tmp_path) -> list[Path]:
     folder = tmp_path / "in"
     folder.mkdir()
-    for sample in SAMPLES:
+    for sample in SAMPLES[::2]:  # three of the bundled photographs (the VAE decoder is the slow part on CPU)
         shutil.copy(sample, folder / sample.name)
     return sorted(folder.glob("*.png"))
 
@@ -56,7 +56,7 @@ def test_encode_decode_reconstruct_end_to_end(tmp_path, images):
     for record, (grid_h, grid_w) in zip(codes.images, codes.image_grid_hw.tolist()):
         # native mode: the fed size is the resized size, a multiple of 16 within the pixel budget
         assert (record["height"], record["width"]) == (16 * grid_h, 16 * grid_w)
-        assert record["height"] * record["width"] <= 128 * 128
+        assert record["height"] * record["width"] <= 80 * 80
 
     # decode takes the model recorded in the file
     decoded = tmp_path / "decoded"

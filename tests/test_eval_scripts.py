@@ -200,7 +200,7 @@ def test_reconstruction_dataset_with_inception_weights_reports_rfid(tmp_path, ca
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(FakeInception()).save(str(weights))
-    images = [Image.open(path).convert("RGB") for path in SAMPLES]
+    images = [Image.open(path).convert("RGB") for path in SAMPLES[:3]]
     features = datasets.Features({"image": datasets.Image()})
     datasets.Dataset.from_dict({"image": images}, features=features).save_to_disk(str(tmp_path / "ds"))
     out = tmp_path / "recon"
@@ -210,7 +210,7 @@ def test_reconstruction_dataset_with_inception_weights_reports_rfid(tmp_path, ca
     printed = capsys.readouterr().out
     assert "rFID skipped" not in printed and "rFID" in printed
     result = json.loads((out / "results.json").read_text())
-    assert result["num_images"] == len(SAMPLES) and result["rfid_feature_dim"] == 9
+    assert result["num_images"] == 3 and result["rfid_feature_dim"] == 9
     assert result["rfid"] is not None and result["rfid"] > -1e-6
 
 
