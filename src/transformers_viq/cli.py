@@ -455,9 +455,13 @@ def draw_text_block(
 
 
 def side_by_side(
-    original: np.ndarray, reconstruction: np.ndarray, lines: list[str], font_size: int = 14
+    original: np.ndarray, reconstruction: np.ndarray, lines: list[str], font_size: int = 14, min_side: int = 192
 ) -> Image.Image:
-    """A PNG-ready picture: original | reconstruction | a text panel, captioned, on white."""
+    """
+    A PNG-ready picture: original | reconstruction | a text panel, captioned, on white. Images whose longer side is
+    under `min_side` pixels are shown enlarged by an integer factor (nearest neighbour, so pixels stay visible) and
+    the captions say so.
+    """
     text_font = font(font_size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line_height = max(_text_size(probe, "Ag|", text_font)[1], font_size) + 5
@@ -465,15 +469,23 @@ def side_by_side(
     caption_height = line_height + 2
     panel_width, panel_height = draw_text_block(probe, (0, 0), lines, text_font, line_height, render=False)
     height, width = original.shape[:2]
-    canvas_height = max(height + caption_height, panel_height) + 2 * margin
-    canvas_width = 2 * width + panel_width + 5 * margin
+    factor = max(1, math.ceil(min_side / max(height, width)))
+    shown = [Image.fromarray(array) for array in (original, reconstruction)]
+    if factor > 1:
+        shown = [image.resize((width * factor, height * factor), Image.Resampling.NEAREST) for image in shown]
+    captions = ["original", "reconstruction"]
+    if factor > 1:
+        captions = [f"{caption} (shown {factor}x)" for caption in captions]
+    column = max(width * factor, *(_text_size(probe, caption, text_font)[0] for caption in captions))
+    canvas_height = max(height * factor + caption_height, panel_height) + 2 * margin
+    canvas_width = 2 * column + panel_width + 6 * margin
     canvas = Image.new("RGB", (canvas_width, canvas_height), "white")
     draw = ImageDraw.Draw(canvas)
-    for index, (caption, array) in enumerate((("original", original), ("reconstruction", reconstruction))):
-        x = margin + index * (width + margin)
+    for index, (caption, image) in enumerate(zip(captions, shown)):
+        x = margin + index * (column + margin)
         draw.text((x, margin), caption, fill="black", font=text_font)
-        canvas.paste(Image.fromarray(array), (x, margin + caption_height))
-    draw_text_block(draw, (2 * (width + margin) + 2 * margin, margin), lines, text_font, line_height)
+        canvas.paste(image, (x, margin + caption_height))
+    draw_text_block(draw, (2 * (column + margin) + 2 * margin, margin), lines, text_font, line_height)
     return canvas
 
 
