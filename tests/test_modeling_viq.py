@@ -274,3 +274,24 @@ def test_other_codebooks(levels):
     model = make_tiny_model(levels=levels)
     out = model.encode(**pack(random_images()))
     assert out.image_codes.max() < math.prod(levels)
+
+
+# ---- decoding ------------------------------------------------------------------------------------------------------
+def test_decode_shapes_for_odd_grids_and_mixed_batches(tiny_model):
+    images = random_images(sizes=((48, 80), (16, 16), (17, 33), (64, 16)))  # grids 3x5, 1x1, 2x3, 4x1
+    inputs = pack(images)
+    out = tiny_model.encode(**inputs)
+    grids = out.image_grid_hw.tolist()
+    assert grids == [[3, 5], [1, 1], [2, 3], [4, 1]]
+    latents = tiny_model.decode_latents(out.image_codes, out.image_grid_hw)
+    assert [tuple(latent.shape) for latent in latents] == [(4, 2 * h, 2 * w) for h, w in grids]
+    decoded = tiny_model.decode(out.image_codes, out.image_grid_hw)
+    assert [tuple(image.shape) for image in decoded] == [(3, 16 * h, 16 * w) for h, w in grids]
+    assert all(image.min() >= -1 and image.max() <= 1 for image in decoded)
+    # an image decodes the same alone as in the mixed batch
+    counts = [4 * h * w for h, w in grids]
+    third = out.image_codes.split(counts)[2]
+    alone = tiny_model.decode_latents(third, torch.tensor([grids[2]]))[0]
+    torch.testing.assert_close(alone, latents[2], rtol=1e-4, atol=1e-5)
+    pils = ViQImageProcessor().postprocess(decoded)
+    assert [p.size for p in pils] == [(16 * w, 16 * h) for h, w in grids]

@@ -1,0 +1,473 @@
+# Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
+"""ViQ vision-language model: Qwen2.5 reading ViQ codes.
+
+    pixels --ViQ tokenizer (frozen by default)--> codes --code embedder--> features (1 per 16x16 patch)
+    codes (precomputed, e.g. from a code dataset) --code embedder-----> features
+    features --projector (2x2 windows + newline/begin/end tokens)--> LLM embeddings --Qwen2 decoder--> text
+
+Layout follows transformers' Llava / Qwen2-VL: the base model ([`ViQQwenModel`]) owns the vision side, the projector
+and the decoder, and merges image embeddings into the text embeddings at the image-token positions in its own
+`forward` (TRL's SFTTrainer replaces the top-level forward with a fused LM-head one that calls the base model, so the
+merge must live there); [`ViQForConditionalGeneration`] adds the LM head, the loss and generation.
+
+With precomputed `image_codes` the 1.1B-parameter trunk never runs, only the code embedder: that is the training
+speed-up of the ViQ paper. The projector follows the released training code's default (reference-spec §4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import logging
+
+from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
+from .modeling_viq import ViQModel
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ViQQwenModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, text_hidden_size)`, *optional*):
+        The projected image embeddings that replaced the image tokens.
+    """
+
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class ViQCausalLMOutputWithPast(CausalLMOutputWithPast):
+    r"""
+    image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, text_hidden_size)`, *optional*):
+        The projected image embeddings that replaced the image tokens.
+    """
+
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+def _windows(features: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`(h*w, C)` row-major patch features -> `(h/2 * w/2, 4, C)`: the 2x2 windows, row-major, each in
+    (top-left, top-right, bottom-left, bottom-right) order."""
+    channels = features.shape[-1]
+    grid = features.view(height // 2, 2, width // 2, 2, channels).permute(0, 2, 1, 3, 4)
+    return grid.reshape((height // 2) * (width // 2), 4, channels)
+
+
+class ViQSoftmaxPooler(nn.Module):
+    """Learned softmax pooling over the 4 tokens of a window, per channel, from each token and the window mean."""
+
+    def __init__(self, dim: int, hidden_act: str):
+        super().__init__()
+        self.predictor = nn.Sequential(nn.Linear(2 * dim, dim), ACT2FN[hidden_act], nn.Linear(dim, dim))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """`(num_windows, 4, dim)` -> `(num_windows, dim)`."""
+        context = windows.mean(dim=1, keepdim=True).expand_as(windows)
+        weights = self.predictor(torch.cat([windows, context], dim=-1)).softmax(dim=1)
+        return (weights * windows).sum(dim=1)
+
+
+class ViQProjector(nn.Module):
+    """
+    ViQ features -> LLM embeddings, per image (the grid must be even):
+
+    * `"pooled"`: Linear to the LLM width on each patch, learned softmax pooling of each 2x2 window, activation,
+      Linear; a learned newline embedding after each window row; learned begin/end embeddings around the image.
+    * `"mlp"`: the four patch features of a window concatenated, Linear-activation-Linear.
+
+    The token count per image is [`get_num_image_tokens`], shared with the processor.
+    """
+
+    def __init__(self, config: ViQQwenConfig):
+        super().__init__()
+        vision_dim = config.vision_config.hidden_size
+        text_dim = config.text_config.hidden_size
+        self.projector_type = config.projector_type
+        act = config.projector_hidden_act
+        if self.projector_type == "pooled":
+            self.proj_in = nn.Linear(vision_dim, text_dim)
+            self.pooler = ViQSoftmaxPooler(text_dim, act)
+            self.act = ACT2FN[act]
+            self.proj_out = nn.Linear(text_dim, text_dim)
+            self.image_newline = nn.Parameter(torch.zeros(text_dim))
+            self.image_begin = nn.Parameter(torch.zeros(text_dim))
+            self.image_end = nn.Parameter(torch.zeros(text_dim))
+        else:
+            self.proj_in = nn.Linear(4 * vision_dim, text_dim)
+            self.act = ACT2FN[act]
+            self.proj_out = nn.Linear(text_dim, text_dim)
+
+    def forward(self, features: torch.Tensor, grid_hw: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """`features`: `(sum_i h_i*w_i, vision_dim)` packed -> one `(num_image_tokens_i, text_dim)` per image."""
+        outputs = []
+        for image_features, (h, w) in zip(features.split([h * w for h, w in grid_hw]), grid_hw):
+            get_num_image_tokens(h, w, self.projector_type)  # raises a clear error on an odd grid
+            windows = _windows(image_features, h, w)
+            if self.projector_type == "pooled":
+                pooled = self.proj_out(self.act(self.pooler(self.proj_in(windows))))
+                rows = pooled.view(h // 2, w // 2, -1)
+                newline = self.image_newline.to(rows.dtype).expand(h // 2, 1, -1)
+                tokens = torch.cat([rows, newline], dim=1).reshape(-1, rows.shape[-1])
+                tokens = torch.cat([self.image_begin[None].to(tokens.dtype), tokens, self.image_end[None].to(tokens.dtype)])
+            else:
+                tokens = self.proj_out(self.act(self.proj_in(windows.flatten(1))))
+            outputs.append(tokens)
+        return outputs
+
+
+class ViQQwenPreTrainedModel(PreTrainedModel):
+    config: ViQQwenConfig
+    config_class = ViQQwenConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ViQEncoderLayer", "ViQQuantizerLayer", "ViQVisionEmbeddings", "Qwen2DecoderLayer"]
+    _skip_keys_device_placement = "cache"
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        std = getattr(self.config.text_config, "initializer_range", 0.02)
+        if isinstance(module, ViQProjector) and module.projector_type == "pooled":
+            scale = module.image_newline.shape[0] ** -0.5
+            for embedding in (module.image_newline, module.image_begin, module.image_end):
+                init.normal_(embedding, std=scale)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+
+class ViQQwenModel(ViQQwenPreTrainedModel):
+    """The ViQ tokenizer, the projector and the Qwen2 decoder, without the LM head."""
+
+    def __init__(self, config: ViQQwenConfig):
+        super().__init__(config)
+        self.vision_tower = ViQModel(config.vision_config)
+        self.projector = ViQProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_image_features(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        image_codes: torch.LongTensor | None = None,
+        image_grid_hw: torch.LongTensor | None = None,
+    ) -> list[torch.FloatTensor]:
+        r"""
+        Image embeddings for the LLM, one `(num_image_tokens_i, text_hidden_size)` tensor per image.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(sum_i h_i*w_i, 768)`, *optional*):
+                Packed patches: the ViQ tokenizer encodes them (under `torch.no_grad()` unless
+                `config.train_vision`).
+            image_codes (`torch.LongTensor` of shape `(sum_i 4*h_i*w_i,)`, *optional*):
+                Precomputed codes: only the code embedder runs.
+            image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
+                Patch grid of each image (even sides).
+        """
+        if (pixel_values is None) == (image_codes is None):
+            raise ValueError("Pass exactly one of `pixel_values` and `image_codes` (with `image_grid_hw`).")
+        grid_hw = self.vision_tower._check_grid(image_grid_hw)
+        for h, w in grid_hw:
+            get_num_image_tokens(h, w, self.config.projector_type)
+        with torch.set_grad_enabled(self.config.train_vision and torch.is_grad_enabled()):
+            if pixel_values is not None:
+                features = self.vision_tower(pixel_values, image_grid_hw, return_pooler_output=False).last_hidden_state
+            else:
+                features = self.vision_tower.embed_codes(image_codes, image_grid_hw)
+        features = features.to(self.projector.proj_in.weight.dtype)
+        return self.projector(features, grid_hw)
+
+    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, num_features: int):
+        """Boolean mask of the image-token positions; raises if their number differs from the image features'."""
+        if input_ids is None:
+            token = self.get_input_embeddings()(torch.tensor(self.config.image_token_id, device=inputs_embeds.device))
+            mask = (inputs_embeds == token).all(-1)
+        else:
+            mask = input_ids == self.config.image_token_id
+        num_tokens = int(mask.sum())
+        if num_tokens != num_features:
+            raise ValueError(
+                f"Image features and image tokens do not match: the text has {num_tokens} image tokens (id "
+                f"{self.config.image_token_id}) but the images give {num_features} embeddings. Build inputs with "
+                "ViQProcessor, which expands each image token to the right count, and do not truncate them away "
+                "(e.g. SFTConfig(max_length=None))."
+            )
+        return mask.unsqueeze(-1).expand_as(inputs_embeds)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_codes: torch.LongTensor | None = None,
+        image_grid_hw: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        **kwargs,
+    ) -> ViQQwenModelOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Text with each image's placeholder tokens already expanded (see [`ViQProcessor`]).
+            pixel_values (`torch.FloatTensor` of shape `(sum_i h_i*w_i, 768)`, *optional*):
+                Packed patches of all images of the batch, in the order their placeholders appear.
+            image_codes (`torch.LongTensor` of shape `(sum_i 4*h_i*w_i,)`, *optional*):
+                Precomputed codes instead of pixels (never both).
+            image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+                Patch grid of each image; required with either image input.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
+        if pixel_values is not None and image_codes is not None:
+            raise ValueError("Pass either `pixel_values` or `image_codes`, not both.")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_embeds = None
+        if pixel_values is not None or image_codes is not None:
+            image_embeds = torch.cat(self.get_image_features(pixel_values, image_codes, image_grid_hw))
+            image_embeds = image_embeds.to(inputs_embeds.device, inputs_embeds.dtype)
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_embeds.shape[0])
+            inputs_embeds = inputs_embeds.masked_scatter(mask, image_embeds)
+        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
+            if (input_ids == self.config.image_token_id).any():
+                raise ValueError(
+                    f"The text has {int((input_ids == self.config.image_token_id).sum())} image tokens but no "
+                    "`pixel_values` or `image_codes` were given."
+                )
+
+        outputs = self.language_model(
+            attention_mask=attention_mask, position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds, **kwargs
+        )
+        return ViQQwenModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_embeds,
+        )
+
+
+class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
+    r"""
+    Qwen2.5 on ViQ codes, with an LM head.
+
+    Example:
+
+    ```python
+    >>> import transformers_viq
+    >>> from transformers_viq import ViQForConditionalGeneration, ViQProcessor
+    >>> model = ViQForConditionalGeneration.from_pretrained("me/viq-qwen2.5-0.5b")
+    >>> processor = ViQProcessor.from_pretrained("me/viq-qwen2.5-0.5b")
+    >>> messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+    >>> prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    >>> inputs = processor(images=[image], text=prompt, return_tensors="pt")   # or image_codes=..., image_grid_hw=...
+    >>> generated = model.generate(**inputs, max_new_tokens=32)
+    ```
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: ViQQwenConfig):
+        super().__init__(config)
+        self.model = ViQQwenModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def get_image_features(self, pixel_values=None, image_codes=None, image_grid_hw=None) -> list[torch.FloatTensor]:
+        return self.model.get_image_features(pixel_values, image_codes, image_grid_hw)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_codes: torch.LongTensor | None = None,
+        image_grid_hw: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> ViQCausalLMOutputWithPast:
+        r"""
+        As [`ViQQwenModel.forward`], plus:
+
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Next-token targets (`-100` is ignored); the loss is the mean cross-entropy over supervised positions.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+            Compute logits only for the last `logits_to_keep` positions (0: all).
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_codes=image_codes,
+            image_grid_hw=image_grid_hw,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+        return ViQCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            # images are merged at prefill; later steps only see the new tokens
+            for key in ("pixel_values", "image_codes", "image_grid_hw"):
+                model_inputs.pop(key, None)
+        return model_inputs
+
+    # ---- building and training helpers --------------------------------------------------------------------------
+    @classmethod
+    def from_viq_and_qwen(
+        cls,
+        viq,
+        qwen,
+        *,
+        viq_size: str | None = None,
+        projector_type: str = "pooled",
+        image_token_id: int = 151655,
+        dtype: torch.dtype | None = None,
+        **config_kwargs,
+    ) -> "ViQForConditionalGeneration":
+        r"""
+        An untrained VLM from its parts: a ViQ tokenizer and a Qwen2.5 causal LM (0.5B to 7B), with a fresh projector.
+
+        Args:
+            viq (`str`, `os.PathLike` or [`ViQModel`]):
+                A ViQ tokenizer: HF-format folder/repo, or the authors' layout with `viq_size`, or a loaded model.
+            qwen (`str`, `os.PathLike` or `Qwen2ForCausalLM`):
+                A Qwen2.5 checkpoint (e.g. `"Qwen/Qwen2.5-0.5B-Instruct"`) or a loaded model.
+            viq_size (`str`, *optional*):
+                Size of the authors' layout to read `viq` from (`"16k"`, ...).
+            projector_type (`str`, *optional*, defaults to `"pooled"`):
+                `"pooled"` (released) or `"mlp"`.
+            image_token_id (`int`, *optional*, defaults to 151655):
+                `<|image_pad|>` of the Qwen2.5 vocabulary.
+            dtype (`torch.dtype`, *optional*):
+                Cast the assembled model to this dtype.
+        """
+        from transformers import AutoModelForCausalLM
+
+        if not isinstance(viq, ViQModel):
+            viq = ViQModel.from_pretrained(viq, viq_size=viq_size)
+        if isinstance(qwen, PreTrainedModel):
+            language = qwen
+        else:
+            language = AutoModelForCausalLM.from_pretrained(qwen)
+        if getattr(language, "model", None) is None or getattr(language, "lm_head", None) is None:
+            raise ValueError(f"Expected a causal LM with `.model` and `.lm_head` (Qwen2ForCausalLM), got {type(language).__name__}.")
+        config = cls.config_class(
+            vision_config=viq.config.to_dict(),
+            text_config=language.config.to_dict(),
+            projector_type=projector_type,
+            image_token_id=image_token_id,
+            tie_word_embeddings=bool(getattr(language.config, "tie_word_embeddings", False)),
+            **config_kwargs,
+        )
+        with torch.device("meta"):
+            model = cls(config)
+        model.model.vision_tower = viq
+        model.model.language_model = language.model
+        model.lm_head = language.lm_head
+        model.model.projector = ViQProjector(config)
+        for module in model.model.projector.modules():
+            model._init_weights(module)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.model.language_model.get_input_embeddings().weight
+        leftover = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
+        if leftover:
+            raise RuntimeError(f"Parameters left uninitialised when assembling the VLM: {leftover[:10]}")
+        model.name_or_path = ""
+        if dtype is not None:
+            model = model.to(dtype)
+        return model
+
+    def freeze(self, vision: bool = True, projector: bool = False, language_model: bool = False) -> "ViQForConditionalGeneration":
+        """
+        Set which parts train (`True` = frozen). The usual policies:
+
+        * vision frozen, projector trainable, LLM full: `freeze(vision=True)` (default);
+        * LLM frozen too (projector-only warm-up): `freeze(vision=True, language_model=True)`;
+        * LLM with LoRA: `freeze(vision=True, language_model=True)` then pass
+          `peft_config=language_model_lora_config()` to TRL's `SFTTrainer` (or `peft.get_peft_model`).
+
+        Unfreezing the vision side also sets `config.train_vision` so its gradients are computed.
+        """
+        for part, frozen in ((self.model.vision_tower, vision), (self.model.projector, projector),
+                             (self.model.language_model, language_model), (self.lm_head, language_model)):  # fmt: skip
+            part.requires_grad_(not frozen)
+        self.config.train_vision = not vision
+        return self
+
+
+def language_model_lora_config(r: int = 64, lora_alpha: int = 16, lora_dropout: float = 0.05, use_dora: bool = True, **kwargs):
+    """
+    A PEFT `LoraConfig` that adapts every linear layer of the Qwen2 decoder and nothing else (not the LM head, the
+    projector or the vision side). Defaults are the released recipe's: DoRA, r=64, alpha=16, dropout 0.05.
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        bias="none",
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        **kwargs,
+    )
+
+
+__all__ = [
+    "ViQForConditionalGeneration",
+    "ViQProjector",
+    "ViQQwenModel",
+    "ViQQwenPreTrainedModel",
+    "language_model_lora_config",
+]

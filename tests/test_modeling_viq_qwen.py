@@ -1,0 +1,211 @@
+"""ViQForConditionalGeneration on a tiny ViQ and a tiny Qwen2: two ways in, merge, generation, building, training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_model
+
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, Qwen2Config, Qwen2ForCausalLM
+
+from transformers_viq import (
+    ViQForConditionalGeneration,
+    ViQImageProcessor,
+    ViQQwenConfig,
+    ViQQwenModel,
+    get_num_image_tokens,
+    language_model_lora_config,
+)
+
+
+IMAGE = 5  # image token id of the tiny vocabulary
+TEXT = dict(model_type="qwen2", vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512, tie_word_embeddings=True)  # fmt: skip
+
+
+def make_vlm(projector_type="pooled", seed=0) -> ViQForConditionalGeneration:
+    viq = make_tiny_model(seed=seed)
+    torch.manual_seed(seed)
+    config = ViQQwenConfig(vision_config=viq.config.to_dict(), text_config=dict(TEXT), image_token_id=IMAGE,
+                           projector_type=projector_type)  # fmt: skip
+    model = ViQForConditionalGeneration(config).eval()
+    model.model.vision_tower.load_state_dict(viq.state_dict())
+    return model
+
+
+def images(seed=0, sizes=((64, 96), (32, 32), (32, 64))):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+def pixels(imgs):
+    return ViQImageProcessor(size_divisor=32)(images=imgs, return_tensors="pt")
+
+
+def text_with_images(grids, projector_type="pooled", pieces=((1, 2), (3, 4), (6,), (7, 8))):
+    """One sample: text pieces with the images' placeholder runs between them."""
+    ids = list(pieces[0])
+    for (h, w), piece in zip(grids, pieces[1:]):
+        ids += [IMAGE] * get_num_image_tokens(h, w, projector_type) + list(piece)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    return make_vlm()
+
+
+def test_logits_from_pixels_and_from_codes_are_identical(vlm):
+    inputs = pixels(images())
+    grids = inputs["image_grid_hw"].tolist()
+    input_ids = torch.tensor([text_with_images(grids)])
+    from_pixels = vlm(input_ids=input_ids, **inputs)
+    codes = vlm.model.vision_tower.encode(**inputs, return_pooler_output=False).image_codes
+    from_codes = vlm(input_ids=input_ids, image_codes=codes, image_grid_hw=inputs["image_grid_hw"])
+    assert torch.equal(from_pixels.logits, from_codes.logits)
+    assert from_pixels.image_hidden_states.shape == (sum(get_num_image_tokens(h, w) for h, w in grids), 32)
+
+
+def test_images_really_reach_the_language_model(vlm):
+    """Different images, same text: the base model's hidden states after the image differ (the merge happened)."""
+    first, second = pixels(images(seed=0)[:1]), pixels([255 - images(seed=0)[0]])
+    input_ids = torch.tensor([text_with_images(first["image_grid_hw"].tolist())])
+    a = vlm.model(input_ids=input_ids, **first).last_hidden_state
+    b = vlm.model(input_ids=input_ids, **second).last_hidden_state
+    assert torch.equal(a[:, :2], b[:, :2])  # causal: text before the image is unaffected
+    assert not torch.allclose(a[:, -2:], b[:, -2:])
+
+
+def test_batch_with_several_images_per_sample_and_a_text_only_sample(vlm):
+    imgs = images()
+    inputs = pixels(imgs)
+    grids = inputs["image_grid_hw"].tolist()
+    sample_a = text_with_images(grids[:2])
+    sample_b = text_with_images(grids[2:], pieces=((9, 9, 9), (10,)))
+    text_only = [11, 12, 13]
+    length = max(map(len, (sample_a, sample_b, text_only)))
+    ids = torch.zeros(3, length, dtype=torch.long)
+    mask = torch.zeros(3, length, dtype=torch.long)
+    for row, sample in enumerate((sample_a, sample_b, text_only)):
+        ids[row, : len(sample)] = torch.tensor(sample)
+        mask[row, : len(sample)] = 1
+    batched = vlm(input_ids=ids, attention_mask=mask, **inputs).logits
+    # each sample alone gives the same logits
+    alone_a = vlm(input_ids=torch.tensor([sample_a]), **pixels(imgs[:2])).logits
+    alone_text = vlm(input_ids=torch.tensor([text_only])).logits
+    torch.testing.assert_close(batched[0, : len(sample_a)], alone_a[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batched[2, :3], alone_text[0], rtol=1e-4, atol=1e-5)
+
+
+def test_mismatch_and_input_errors(vlm):
+    inputs = pixels(images()[:1])
+    grids = inputs["image_grid_hw"].tolist()
+    good = text_with_images(grids)
+    with pytest.raises(ValueError, match=r"text has 9 image tokens .* give 10 embeddings"):
+        vlm(input_ids=torch.tensor([good[:3] + good[4:]]), **inputs)
+    codes = vlm.model.vision_tower.encode(**inputs).image_codes
+    with pytest.raises(ValueError, match="not both"):
+        vlm(input_ids=torch.tensor([good]), image_codes=codes, **inputs)
+    with pytest.raises(ValueError, match="image tokens but no `pixel_values` or `image_codes`"):
+        vlm(input_ids=torch.tensor([good]))
+    odd = ViQImageProcessor(do_resize=False)(images=[np.zeros((48, 48, 3), dtype=np.uint8)], return_tensors="pt")
+    with pytest.raises(ValueError, match="even patch grid, got 3x3.*size_divisor=32"):
+        vlm(input_ids=torch.tensor([[1, 2]]), **odd)
+    with pytest.raises(ValueError, match="Image 0 has code 15360"):
+        vlm(input_ids=torch.tensor([good]), image_codes=torch.full_like(codes, 15360), image_grid_hw=inputs["image_grid_hw"])
+
+
+def test_generate_from_pixels_and_from_codes(vlm):
+    inputs = pixels(images()[:2])
+    input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
+    codes = vlm.model.vision_tower.encode(**inputs).image_codes
+    from_pixels = vlm.generate(input_ids=input_ids, **inputs, max_new_tokens=6, do_sample=False)
+    from_codes = vlm.generate(input_ids=input_ids, image_codes=codes, image_grid_hw=inputs["image_grid_hw"],
+                              max_new_tokens=6, do_sample=False)  # fmt: skip
+    assert from_pixels.shape == (1, input_ids.shape[1] + 6)
+    assert torch.equal(from_pixels, from_codes)
+    # without a cache the images are used at every step and the result is the same
+    no_cache = vlm.generate(input_ids=input_ids, **inputs, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(no_cache, from_pixels)
+
+
+@pytest.mark.parametrize("projector_type", ["pooled", "mlp"])
+def test_save_load_and_auto_classes(tmp_path, projector_type):
+    model = make_vlm(projector_type)
+    inputs = pixels(images()[:1])
+    input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist(), projector_type)])
+    expected = model(input_ids=input_ids, **inputs).logits
+    model.save_pretrained(tmp_path)
+    for auto in (AutoModelForImageTextToText, AutoModelForCausalLM):
+        loaded = auto.from_pretrained(tmp_path).eval()
+        assert isinstance(loaded, ViQForConditionalGeneration)
+        assert loaded.config.projector_type == projector_type
+        assert loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()  # tied (Qwen 0.5B)
+        assert loaded.model.vision_tower.quantizer.fsq.basis.tolist() == [1, 8, 64, 512, 3072]
+        assert torch.equal(loaded(input_ids=input_ids, **inputs).logits, expected)
+    base = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(base, ViQQwenModel)
+
+
+def test_untied_embeddings_for_large_qwen_sizes(tmp_path):
+    viq = make_tiny_model()
+    config = ViQQwenConfig(vision_config=viq.config.to_dict(), text_config={**TEXT, "tie_word_embeddings": False},
+                           image_token_id=IMAGE)  # fmt: skip
+    model = ViQForConditionalGeneration(config)
+    assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    model.save_pretrained(tmp_path)
+    loaded = ViQForConditionalGeneration.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded.lm_head.weight, model.lm_head.weight)
+
+
+def test_build_from_a_viq_tokenizer_and_a_qwen_checkpoint(tmp_path):
+    viq = make_tiny_model()
+    viq.save_pretrained(tmp_path / "viq")
+    torch.manual_seed(1)
+    qwen = Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in TEXT.items() if k != "model_type"}))
+    qwen.save_pretrained(tmp_path / "qwen")
+    model = ViQForConditionalGeneration.from_viq_and_qwen(tmp_path / "viq", tmp_path / "qwen", image_token_id=IMAGE)
+    torch.testing.assert_close(model.model.language_model.embed_tokens.weight, qwen.model.embed_tokens.weight)
+    torch.testing.assert_close(model.model.language_model.layers[1].mlp.down_proj.weight,
+                               qwen.model.layers[1].mlp.down_proj.weight)  # fmt: skip
+    torch.testing.assert_close(model.model.vision_tower.quantizer.project_in.weight, viq.quantizer.project_in.weight)
+    assert model.config.tie_word_embeddings and model.lm_head.weight is model.get_input_embeddings().weight
+    for name, param in model.model.projector.named_parameters():
+        assert torch.isfinite(param).all() and param.abs().max() < 10, name
+    inputs = pixels(images()[:1])
+    input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
+    assert torch.isfinite(model(input_ids=input_ids, **inputs).logits).all()
+    # text-only behaviour is the Qwen checkpoint's
+    text = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(model(input_ids=text).logits, qwen(input_ids=text).logits)
+
+
+def test_freezing_policies_and_lora():
+    model = make_vlm()
+    model.freeze(vision=True)
+    trainable = {n.split(".")[1] if n.startswith("model.") else n.split(".")[0]
+                 for n, p in model.named_parameters() if p.requires_grad}  # fmt: skip
+    assert trainable == {"projector", "language_model"} and not model.config.train_vision
+    model.freeze(vision=True, language_model=True)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, _ in model.named_parameters() if n.startswith("model.projector.")
+    }
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, language_model_lora_config(r=4, lora_alpha=8, use_dora=False))
+    lora = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
+    assert lora and all(".language_model." in n for n in lora)
+
+
+def test_vision_side_gets_no_gradient_unless_asked():
+    model = make_vlm().train()
+    inputs = pixels(images()[:1])
+    input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
+    model(input_ids=input_ids, labels=input_ids, **inputs).loss.backward()
+    assert model.model.vision_tower.embeddings.patch_embedding.weight.grad is None
+    assert model.model.projector.proj_in.weight.grad is not None
+    model.zero_grad()
+    model.freeze(vision=False)
+    model(input_ids=input_ids, labels=input_ids, **inputs).loss.backward()
+    assert model.model.vision_tower.embeddings.patch_embedding.weight.grad is not None
