@@ -10,14 +10,15 @@ from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
 from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
 from .fsq import FiniteScalarQuantizer
 from .image_processing_viq import ViQImageProcessor
-from .modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
 from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
+from .modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
 from .modeling_viq_qwen import (
     ViQForConditionalGeneration,
     ViQQwenModel,
     ViQQwenPreTrainedModel,
     language_model_lora_config,
 )
+from .processing_viq import ViQProcessor
 
 
 __version__ = "0.1.0"
