@@ -107,8 +107,8 @@ def test_missing_file_is_one_line_and_exit_code_2_in_a_real_process(tmp_path):
          str(tmp_path / "c.safetensors"), "--model", TINY],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode == EXIT_USAGE
-    assert result.stderr.strip() == f"viq: error: no such file: {tmp_path / 'missing.png'}"
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert result.stderr.strip() == f"viq: error: no such file: {tmp_path / 'missing.png'}", result.stderr
     assert not (tmp_path / "c.safetensors").exists()
 
 
