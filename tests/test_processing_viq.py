@@ -375,6 +375,14 @@ def test_trl_vision_collator(processor, mixed_images):
     plain = DataCollatorForVisionLanguageModeling(processor=processor)(rows)
     assert (plain["input_ids"] == IMAGE_PAD_ID).sum(1).tolist() == [counts[0], 0]
 
+    # Prompt-completion rows: the prompt (with the image) and the completion are processed separately.
+    rows = [{"images": [mixed_images[0]], "prompt": [{"role": "user", "content": "What?"}],
+             "completion": [{"role": "assistant", "content": "A cat."}]}]  # fmt: skip
+    completion = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)(rows)
+    assert (completion["input_ids"] == IMAGE_PAD_ID).sum() == counts[0]
+    labels = completion["labels"][0]
+    assert processor.decode(labels[labels != -100]) == "A cat.<|im_end|>\n"
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Decoding, counting, saving
