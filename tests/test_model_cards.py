@@ -293,3 +293,19 @@ def test_default_card_of_a_tokenizer_model():
     card = model_cards.default_card(model, repo_id="me/viq-8k")
     assert "FSQ-8k" in card.text and card.data.pipeline_tag == "image-feature-extraction"
     assert 'AutoModel.from_pretrained("me/viq-8k")' in card.text
+
+
+def test_model_push_to_hub_methods_use_viq_cards(fake_hub):
+    model = make_tiny_model()
+    model.push_to_hub("me/tiny-viq", image_processor=ViQImageProcessor())
+    torch.manual_seed(0)
+    vlm = ViQForConditionalGeneration(ViQQwenConfig(vision_config=model.config.to_dict(), text_config=dict(TINY_TEXT)))
+    vlm.push_to_hub("me/vlm", processor=ViQProcessor(tokenizer=qwen_tokenizer()), base_model=QWEN,
+                    training_details="Two steps of SFT on a toy set.")  # fmt: skip
+    tokenizer_api, vlm_api = fake_hub
+    assert front_matter(tokenizer_api.files["README.md"].decode())["pipeline_tag"] == "image-feature-extraction"
+    assert "preprocessor_config.json" in tokenizer_api.files
+    readme = vlm_api.files["README.md"].decode()
+    assert front_matter(readme)["pipeline_tag"] == "image-text-to-text"
+    assert "Two steps of SFT on a toy set." in readme
+    assert {"processor_config.json", "model.safetensors"} <= set(vlm_api.files)

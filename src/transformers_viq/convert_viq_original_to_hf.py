@@ -277,8 +277,7 @@ def convert_viq_checkpoint(
         )
     logger.info(f"Converted model gives identical codes on {source_codes.numel()} codes")
     if push_to_hub:
-        converted.push_to_hub(push_to_hub)
-        converted_processor.push_to_hub(push_to_hub)
+        converted.push_to_hub(push_to_hub, image_processor=converted_processor)
     return {"codes_checked": source_codes.numel(), "codes_identical": identical, "output_dir": str(output_dir)}
 
 

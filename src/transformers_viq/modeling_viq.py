@@ -674,6 +674,22 @@ class ViQModel(ViQPreTrainedModel):
         model.config._name_or_path = str(pretrained_model_name_or_path)
         return model
 
+    def push_to_hub(self, repo_id: str, *, image_processor=None, card=None, **kwargs):
+        r"""
+        Upload the model (and its image processor) with a ViQ tokenizer model card, in one commit.
+
+        Args:
+            repo_id (`str`): the Hub repository (created if missing).
+            image_processor ([`ViQImageProcessor`], *optional*): pushed alongside.
+            card (`huggingface_hub.ModelCard` or `str`, *optional*): defaults to `render_tokenizer_card(self.config)`.
+            kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr` (see `push_to_hub_with_card`).
+        """
+        from .model_cards import push_to_hub_with_card, render_tokenizer_card
+
+        card = card if card is not None else render_tokenizer_card(self.config, repo_id=repo_id)
+        return push_to_hub_with_card([self] + ([image_processor] if image_processor is not None else []),
+                                     repo_id, card, **kwargs)  # fmt: skip
+
     # ---- input checks -------------------------------------------------------------------------------------------
     def _check_grid(self, image_grid_hw) -> list[tuple[int, int]]:
         if image_grid_hw is None:

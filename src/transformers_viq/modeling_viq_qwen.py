@@ -362,6 +362,27 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
                 model_inputs.pop(key, None)
         return model_inputs
 
+    def push_to_hub(
+        self, repo_id: str, *, processor=None, card=None, base_model=None, training_details=None, **kwargs
+    ):
+        r"""
+        Upload the model (and its processor) with a ViQ VLM model card (library_name, pipeline_tag
+        image-text-to-text, base_model, tags, licence, paper link, ViQ size, how to load, how it was trained).
+
+        Args:
+            repo_id (`str`): the Hub repository (created if missing).
+            processor ([`ViQProcessor`], *optional*): pushed alongside.
+            card (`huggingface_hub.ModelCard` or `str`, *optional*): defaults to `render_vlm_card(self.config, ...)`.
+            base_model (`str`, *optional*): the Qwen2.5 checkpoint it was built from (read from the config if a Hub id).
+            training_details (`str`, *optional*): how it was trained (data, steps, learning rate, what was trained).
+            kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr` (see `push_to_hub_with_card`).
+        """
+        from .model_cards import push_to_hub_with_card, render_vlm_card
+
+        if card is None:
+            card = render_vlm_card(self.config, base_model=base_model, training_details=training_details, repo_id=repo_id)
+        return push_to_hub_with_card([self] + ([processor] if processor is not None else []), repo_id, card, **kwargs)
+
     # ---- building and training helpers --------------------------------------------------------------------------
     @classmethod
     def from_viq_and_qwen(
