@@ -105,3 +105,38 @@ def test_sft_trainer_on_codes_trains_and_images_reach_the_llm(tmp_path):
     out = model.generate(input_ids=batch["input_ids"], image_codes=batch["image_codes"],
                          image_grid_hw=batch["image_grid_hw"], max_new_tokens=3, do_sample=False)  # fmt: skip
     assert out.shape[1] == batch["input_ids"].shape[1] + 3
+
+
+def test_sft_trainer_on_images_with_the_processor_and_trl_default_collator(tmp_path):
+    """The everyday path: an `images` + `messages` dataset, ViQProcessor as processing class, TRL's own collator."""
+    from datasets import Dataset
+    from PIL import Image as PILImage
+    from trl import SFTConfig, SFTTrainer
+
+    from transformers_viq import ViQProcessor
+
+    tokenizer = qwen_tokenizer()
+    model = tiny_vlm(tokenizer).freeze(vision=True)
+    processor = ViQProcessor(tokenizer=tokenizer)
+    rng = np.random.default_rng(1)
+    rows = {"images": [], "messages": []}
+    for index in range(4):
+        image = PILImage.fromarray(rng.integers(0, 256, size=(32, 32 * (1 + index % 2), 3), dtype=np.uint8))
+        rows["images"].append([image])
+        rows["messages"].append([
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"What is {index}?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": f"Number {index}."}]},
+        ])  # fmt: skip
+    dataset = Dataset.from_dict(rows)
+    before = model.model.projector.proj_in.weight.detach().clone()
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, learning_rate=5e-3,
+                     use_cpu=True, bf16=False, report_to="none", save_strategy="no", max_length=None)  # fmt: skip
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert {"pixel_values", "image_grid_hw", "input_ids", "labels"} <= set(batch)
+    assert int((batch["input_ids"] == IMAGE_PAD_ID).sum()) == sum(
+        get_num_image_tokens(h, w) for h, w in batch["image_grid_hw"].tolist()
+    )
+    result = trainer.train()
+    assert result.global_step == 2 and np.isfinite(result.training_loss)
+    assert not torch.equal(model.model.projector.proj_in.weight, before)
