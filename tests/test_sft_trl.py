@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from conftest import make_tiny_model
 from qwen_utils import IMAGE_PAD_ID, qwen_tokenizer
 
 from transformers_viq import ViQForConditionalGeneration, ViQImageProcessor, ViQQwenConfig, get_num_image_tokens
 
-
-pytest.importorskip("trl")
 
 
 def tiny_vlm(tokenizer) -> ViQForConditionalGeneration:
