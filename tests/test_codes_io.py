@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_tiny_model, tiny_config
+from conftest import make_tiny_model
 
 from transformers_viq import ViQCodes, ViQConfig
 
@@ -27,6 +27,18 @@ def test_foreign_codebook_is_refused():
     codes.check_compatible(ViQConfig.from_preset("16k"))
     with pytest.raises(ValueError, match=r"made with fsq_levels \[8, 8, 8, 6, 5\].*this model uses \[8, 8, 8, 5, 5, 5\]"):
         codes.check_compatible(ViQConfig.from_preset("64k"))
+
+
+def test_grid_and_metadata_checks(tmp_path):
+    with pytest.raises(ValueError, match=">= 1"):
+        ViQCodes(torch.zeros(0, dtype=torch.long), [[0, 3]], [3, 3])
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    arrays = {"codes": np.zeros(4, dtype=np.uint16), "image_grid_hw": np.ones((1, 2), dtype=np.int32)}
+    save_file(arrays, str(tmp_path / "nolevels.safetensors"), metadata={"viq": '{"format": "viq-codes", "version": 1}'})
+    with pytest.raises(ValueError, match="does not record the `fsq_levels`"):
+        ViQCodes.load(tmp_path / "nolevels.safetensors")
 
 
 def test_inconsistent_or_foreign_files_raise(tmp_path):
@@ -59,4 +71,3 @@ def test_codes_from_a_model_round_trip_through_decoding_inputs(tmp_path):
     torch.testing.assert_close(
         model.embed_codes(loaded.codes, loaded.image_grid_hw), model.embed_codes(out.image_codes, out.image_grid_hw)
     )
-    assert tiny_config().codebook_size == 15360

@@ -389,6 +389,8 @@ class TestErrors:
             ViQImageProcessor()(images=random_u8(1, 300))
         with pytest.raises(ValueError, match="aspect ratio.*exceeds 200"):
             ViQImageProcessor().get_number_of_image_patches(1000, 4)
+        with pytest.raises(ValueError, match="aspect ratio.*exceeds 200"):  # reference mode too
+            ViQImageProcessor(do_resize=False)(images=random_u8(1, 300))
 
     def test_no_images(self):
         with pytest.raises(ValueError, match="No images"):

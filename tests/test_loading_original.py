@@ -150,6 +150,8 @@ def test_converter_writes_hf_format_and_proves_identical_codes(tmp_path, images)
     assert result["codes_identical"] == result["codes_checked"] > 0
     for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
         assert (tmp_path / "hf" / name).is_file()
+    # the small pixel budget of the check does not leak into the saved processor
+    assert ViQImageProcessor.from_pretrained(tmp_path / "hf").to_dict() == ViQImageProcessor().to_dict()
     reloaded = AutoModel.from_pretrained(tmp_path / "hf")
     source = ViQModel.from_pretrained(tmp_path / "orig", viq_size="16k", config=tiny_config())
     assert torch.equal(encode(reloaded, images).image_codes, encode(source, images).image_codes)

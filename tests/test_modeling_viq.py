@@ -11,7 +11,7 @@ from conftest import make_tiny_model, tiny_config
 
 from transformers import AutoModel
 
-from transformers_viq import ViQImageProcessor, ViQModel
+from transformers_viq import FiniteScalarQuantizer, ViQImageProcessor, ViQModel
 from transformers_viq.modeling_viq import ViQGoldenGateRotaryEmbedding, ViQVisionEmbeddings
 
 
@@ -132,7 +132,7 @@ def test_packing_invariance(tiny_model):
         offset += count
     # and the order of the images in the batch does not matter either
     swapped = tiny_model.encode(**pack(images[::-1]))
-    assert torch.equal(swapped.pooler_output.flip(0).round(decimals=4), batch.pooler_output.round(decimals=4))
+    torch.testing.assert_close(swapped.pooler_output.flip(0), batch.pooler_output, rtol=1e-4, atol=1e-5)
 
 
 def test_no_cross_image_leakage(tiny_model):
@@ -200,8 +200,14 @@ def test_bf16_runs_and_quantizer_stays_fp32(tiny_model):
     model = tiny_model.to(torch.bfloat16)
     out = model(**inputs)
     assert out.quantizer_inputs.dtype == torch.bfloat16  # project_in runs in the model dtype ...
-    assert model.quantizer.fsq.bound(out.quantizer_inputs).dtype == torch.float32  # ... the bound in fp32
     assert model.quantizer.fsq.levels.dtype == torch.int64 and model.quantizer.fsq.basis.dtype == torch.int64
+    # ... and the codes are those of the fp32 quantizer applied to the upcast bf16 values, not of a bf16 rounding
+    reference = FiniteScalarQuantizer(model.config.fsq_levels)(out.quantizer_inputs.float())[1]
+    assert torch.equal(out.image_codes, reference)
+    # the implicit codebook is cast with the model: thirds of the 6-level dimension are bf16-rounded, as released
+    assert model.quantizer.fsq.codebook.dtype == torch.bfloat16
+    thirds = model.quantizer.fsq.indices_to_codes(torch.tensor([512, 4 * 512]))[:, 3].tolist()  # digits 1 and 4 of 6
+    assert thirds == [-0.66796875, 0.333984375]  # bf16(-2/3), bf16(1/3)
     bf16 = model.encode(**inputs)
     assert bf16.pooler_output.dtype == torch.bfloat16
     agreement = (bf16.image_codes == fp32.image_codes).float().mean().item()
@@ -224,6 +230,24 @@ def test_bad_inputs_raise_value_errors(tiny_model):
         tiny_model.encode(pixels, None)
     with pytest.raises(ValueError, match=">= 1"):
         tiny_model.encode(pixels, torch.tensor([[0, 5]]))
+
+
+def test_non_finite_pixels_raise(tiny_model):
+    inputs = pack(random_images())
+    pixels = inputs["pixel_values"].clone()
+    pixels[16, 3] = float("nan")  # image 0 has patches 0-14, image 1 patches 15-18
+    with pytest.raises(ValueError, match="image 1 hold NaN or infinite"):
+        tiny_model.encode(pixels, inputs["image_grid_hw"])
+
+
+def test_codes_of_any_integer_type_are_accepted(tiny_model):
+    out = tiny_model.encode(**pack(random_images()))
+    expected = tiny_model.embed_codes(out.image_codes, out.image_grid_hw)
+    as_uint16 = out.image_codes.numpy().astype(np.uint16)  # what a codes file or a code dataset stores
+    for codes in (torch.from_numpy(as_uint16), as_uint16, out.image_codes.int(), out.image_codes.tolist()):
+        torch.testing.assert_close(tiny_model.embed_codes(codes, out.image_grid_hw), expected)
+    latents = tiny_model.decode_latents(torch.from_numpy(as_uint16), out.image_grid_hw)
+    assert len(latents) == 3
 
 
 def test_codes_validation(tiny_model):

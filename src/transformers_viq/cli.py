@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
+
+from .configuration_viq import FSQ_LEVEL_PRESETS
 
 
 DEFAULT_MODEL = "XuminYu/ViQ_weights"
 DEFAULT_SIZE = "16k"
-SIZES = ("2k", "4k", "8k", "16k", "64k")
+SIZES = tuple(FSQ_LEVEL_PRESETS)
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -98,24 +100,16 @@ def check_images_readable(paths) -> None:
 
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
     """
-    A PIL image as `uint8` RGB `(height, width, 3)`: EXIF orientation applied, transparency composited on white,
-    16-bit and float grey scaled to 8 bits.
+    A PIL image as `uint8` RGB `(height, width, 3)` for pictures and metrics, decoded by the image processor (EXIF
+    orientation, transparency on white, range checks: out-of-range 16-bit or float images raise, nothing is clipped);
+    16-bit and float sources are rounded to 8 bits here only. Encoding reads the files itself at full precision.
     """
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(image).astype(np.float64)
-        grey = np.clip(np.round(values / 65535 * 255), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
-    if image.mode == "F":
-        grey = np.clip(np.round(np.asarray(image) * 255), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
-    if image.has_transparency_data:
-        if image.mode == "La":  # premultiplied: Pillow converts it to RGBA only through LA
-            image = image.convert("LA")
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    from .image_processing_viq import ViQImageProcessor
+
+    decoded = ViQImageProcessor().decode_image(image)
+    if decoded.dtype != np.uint8:
+        decoded = np.round(decoded * 255).astype(np.uint8)
+    return np.ascontiguousarray(decoded.transpose(1, 2, 0))
 
 
 def load_rgb(path) -> np.ndarray:
@@ -242,12 +236,16 @@ def load_model(
     if max_pixels is not None:
         overrides["max_pixels"] = int(max_pixels)
     processor = None
-    if size is None:
+    has_own = size is None and not (
+        os.path.isdir(model_id) and not os.path.isfile(os.path.join(model_id, "preprocessor_config.json"))
+    )
+    if has_own:
         try:
             processor = ViQImageProcessor.from_pretrained(model_id, **overrides)
-        except (OSError, ValueError):
-            processor = None
-    if processor is None:
+        except (OSError, ValueError) as error:
+            if "preprocessor_config.json" not in str(error) or "does not appear to have" not in str(error):
+                raise CLIError(f"cannot load the image processor of {model_id}: {_one_line(error)}", EXIT_RUNTIME) from error
+    if processor is None:  # no processor saved with the model (e.g. the authors' layout): the defaults
         processor = ViQImageProcessor(**overrides)
     return viq, processor, model_id, size
 
@@ -521,8 +519,9 @@ def command_encode(args) -> int:
     bar = _progress(None, len(paths), args.quiet, "encode")
     try:
         for batch in _batches(paths, args.batch_size):
-            arrays = [load_rgb(path) for path in batch]
-            codes, grid = encode_arrays(viq, processor, arrays, [str(path) for path in batch])
+            arrays = [load_rgb(path) for path in batch]  # readable? and the size fed to the model
+            # the processor reads the files itself, so 16-bit and float images keep their precision
+            codes, grid = encode_arrays(viq, processor, [str(path) for path in batch], [str(path) for path in batch])
             all_codes.append(codes)
             all_grids.append(grid)
             for path, array in zip(batch, arrays):

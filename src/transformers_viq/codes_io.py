@@ -59,8 +59,11 @@ class ViQCodes:
     images: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
-        self.codes = torch.as_tensor(self.codes).reshape(-1).long()
-        self.image_grid_hw = torch.as_tensor(self.image_grid_hw).reshape(-1, 2).long()
+        self.codes = torch.as_tensor(np.asarray(self.codes) if not torch.is_tensor(self.codes) else self.codes)
+        self.codes = self.codes.detach().cpu().reshape(-1).to(torch.int64)
+        self.image_grid_hw = torch.as_tensor(self.image_grid_hw).detach().cpu().reshape(-1, 2).to(torch.int64)
+        if (self.image_grid_hw <= 0).any():
+            raise ValueError(f"Every grid side must be >= 1, got {self.image_grid_hw.tolist()}.")
         self.fsq_levels = [int(level) for level in self.fsq_levels]
         expected = self.codes_per_patch * int((self.image_grid_hw[:, 0] * self.image_grid_hw[:, 1]).sum())
         if self.codes.numel() != expected:
@@ -136,11 +139,16 @@ class ViQCodes:
             raise ValueError(f"{path} is not a ViQ codes file: {error}") from None
         if raw is None or set(arrays) != {"codes", "image_grid_hw"}:
             raise ValueError(f"{path} is a safetensors file but not a ViQ codes file (no 'viq' metadata).")
-        meta = json.loads(raw)
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: its 'viq' metadata is not JSON ({error}).") from None
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(f"{path}: unknown format {meta.get('format')!r}.")
         if int(meta.get("version", 0)) > FORMAT_VERSION:
             raise ValueError(f"{path} has codes-file version {meta['version']}; this package reads {FORMAT_VERSION}.")
+        if not isinstance(meta.get("fsq_levels"), list):
+            raise ValueError(f"{path}: the codes file does not record the `fsq_levels` that produced it.")
         return cls(
             codes=torch.from_numpy(arrays["codes"].astype(np.int64)),
             image_grid_hw=torch.from_numpy(arrays["image_grid_hw"].astype(np.int64)),

@@ -71,14 +71,6 @@ class FiniteScalarQuantizer(nn.Module):
     def _basis(levels: Sequence[int]) -> torch.Tensor:
         return torch.cumprod(torch.tensor([1] + list(levels[:-1]), dtype=torch.int64), dim=0)
 
-    def reset_buffers(self) -> None:
-        """Recompute the buffers from the level list (after meta-device construction)."""
-        levels = self.level_list
-        with torch.no_grad():
-            self.levels.copy_(torch.tensor(levels, dtype=torch.int64))
-            self.basis.copy_(self._basis(levels))
-            self.codebook.copy_(implicit_codebook(levels).to(self.codebook.dtype))
-
     # ---- the three transforms --------------------------------------------------------------------------------
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         """

@@ -122,13 +122,7 @@ def smart_resize(
     Raises:
         `ValueError`: If the image is empty or its aspect ratio exceeds 200.
     """
-    _check_not_empty(height, width)
-    aspect_ratio = max(height, width) / min(height, width)
-    if aspect_ratio > MAX_ASPECT_RATIO:
-        raise ValueError(
-            f"The aspect ratio of the image ({height}x{width}, ratio {aspect_ratio:.1f}) exceeds {MAX_ASPECT_RATIO}; "
-            "crop or pad the image to a less elongated shape first."
-        )
+    _check_aspect_ratio(height, width)
     if max_pixels < factor * factor:
         raise ValueError(f"max_pixels={max_pixels} is smaller than one {factor}x{factor} block ({factor * factor}).")
 
@@ -182,6 +176,16 @@ def convert_image_to_patches(image: np.ndarray, patch_size: int) -> np.ndarray:
 def _check_not_empty(height: int, width: int) -> None:
     if height <= 0 or width <= 0:
         raise ValueError(f"Empty image: height {height} and width {width} (both must be at least 1 pixel).")
+
+
+def _check_aspect_ratio(height: int, width: int) -> None:
+    _check_not_empty(height, width)
+    aspect_ratio = max(height, width) / min(height, width)
+    if aspect_ratio > MAX_ASPECT_RATIO:
+        raise ValueError(
+            f"The aspect ratio of the image ({height}x{width}, ratio {aspect_ratio:.1f}) exceeds {MAX_ASPECT_RATIO}; "
+            "crop or pad the image to a less elongated shape first."
+        )
 
 
 def _check_float_range(array: np.ndarray, low: float, high: float, what: str) -> None:
@@ -346,7 +350,7 @@ class ViQImageProcessor(PilBackend):
         """Output `(height, width)` before padding; checks the image against the mode's limits."""
         if do_resize:
             return smart_resize(height, width, size_divisor, min_pixels=min_pixels, max_pixels=max_pixels)
-        _check_not_empty(height, width)
+        _check_aspect_ratio(height, width)
         if height * width > max_pixels:
             raise ValueError(
                 f"The image is {height}x{width} = {height * width} pixels, over the pixel budget "
@@ -459,6 +463,17 @@ class ViQImageProcessor(PilBackend):
             f"Unsupported image type {type(images).__name__}; expected a PIL image, a path, a NumPy array, a torch "
             "tensor, or a list of those."
         )
+
+    def decode_image(self, image: Any) -> np.ndarray:
+        """
+        Decode one image (path, PIL image, array or tensor) exactly as the processor does before resizing: EXIF
+        orientation, transparency on white, colour conversion, range checks.
+
+        Returns:
+            `np.ndarray` of shape `(3, height, width)`: `uint8` for 8-bit sources, `float32` in [0, 1] for 16-bit and
+            float sources (never reduced to 8 bits).
+        """
+        return self._decode_image(image, self.do_convert_rgb, None)
 
     def _decode_image(
         self, image: Any, do_convert_rgb: bool, input_data_format: str | ChannelDimension | None

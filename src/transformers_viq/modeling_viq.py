@@ -26,9 +26,11 @@ numerics of the released checkpoints; module and parameter names follow transfor
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,7 +43,7 @@ from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import is_flash_attention_requested
 
 from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
-from .fsq import FiniteScalarQuantizer
+from .fsq import FiniteScalarQuantizer, implicit_codebook
 
 
 logger = logging.get_logger(__name__)
@@ -238,8 +240,8 @@ class ViQVisionEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
         """`pixel_values`: `(total_patches, C*p*p)`, each row a `(C, p, p)` block flattened -> `(total_patches, hidden)`."""
         weight = self.patch_embedding.weight
-        patch_embeds = F.linear(pixel_values.to(weight.dtype), weight.reshape(weight.shape[0], -1),
-                                self.patch_embedding.bias)  # fmt: skip
+        pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
+        patch_embeds = F.linear(pixel_values, weight.reshape(weight.shape[0], -1), self.patch_embedding.bias)
         positions = [self.resize_positional_embeddings(h, w) for h, w in grid_hw]
         positions = positions[0] if len(positions) == 1 else torch.cat(positions, dim=0)
         return patch_embeds + positions
@@ -277,10 +279,13 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
         self.min_freq = min_freq
         self.max_freq = max_freq
         self.zero_freq_ratio = zero_freq_ratio
-        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._frequencies: torch.Tensor | None = None
+        self._angles: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()  # small LRU of recent grids
 
     def frequencies(self) -> torch.Tensor:
         """`(num_heads, head_dim // 2, 2)` float32: the (x, y) frequency vector of every rotary pair."""
+        if self._frequencies is not None:
+            return self._frequencies
         num_freqs = self.head_dim // 2
         num_zero = round(self.zero_freq_ratio * num_freqs)
         magnitudes = torch.cat(
@@ -293,13 +298,15 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
         angle = torch.arange(self.num_heads * num_freqs, device="cpu").reshape(self.num_heads, num_freqs)
         angle = angle * (math.pi * (math.sqrt(5) - 1) / 2)
         directions = torch.stack((torch.cos(angle), torch.sin(angle)), dim=-1)
-        return magnitudes.unsqueeze(-1) * directions
+        self._frequencies = magnitudes.unsqueeze(-1) * directions
+        return self._frequencies
 
     def angles(self, height: int, width: int) -> torch.Tensor:
         """Rotation angles of one `height x width` patch grid: `(height * width, num_heads, head_dim // 2)`, float32."""
         key = (height, width)
-        cached = self._cache.get(key)
+        cached = self._angles.get(key)
         if cached is not None:
+            self._angles.move_to_end(key)
             return cached
         x_lim, y_lim = math.sqrt(width / height), math.sqrt(height / width)
         x = torch.linspace(-x_lim, x_lim, width, device="cpu").reshape(1, width, 1, 1).expand(height, width, 1, 1)
@@ -307,8 +314,9 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
         freqs = self.frequencies()
         theta = freqs[..., 0] * x + freqs[..., 1] * y  # (H, W, heads, F)
         theta = theta.reshape(height * width, self.num_heads, self.head_dim // 2)
-        if len(self._cache) < 64:
-            self._cache[key] = theta
+        self._angles[key] = theta
+        if len(self._angles) > 16:
+            self._angles.popitem(last=False)
         return theta
 
     def forward(self, grid_hw: list[tuple[int, int]], dtype: torch.dtype, device: torch.device):
@@ -562,7 +570,7 @@ class ViQPreTrainedModel(PreTrainedModel):
         if isinstance(module, FiniteScalarQuantizer):
             init.copy_(module.levels, torch.tensor(module.level_list, dtype=torch.int64))
             init.copy_(module.basis, module._basis(module.level_list))
-            init.copy_(module.codebook, FiniteScalarQuantizer(module.level_list).codebook)
+            init.copy_(module.codebook, implicit_codebook(module.level_list))
         elif isinstance(module, ViQVisionEmbeddings):
             init.trunc_normal_(module.patch_embedding.weight, std=std)
             init.zeros_(module.patch_embedding.bias)
@@ -721,19 +729,30 @@ class ViQModel(ViQPreTrainedModel):
                 f"`pixel_values` has {pixel_values.shape[0]} patches but `image_grid_hw` {grid_hw} describes "
                 f"{expected}."
             )
+        finite = torch.isfinite(pixel_values).all(dim=-1)
+        if not finite.all():
+            patch = int((~finite).nonzero()[0, 0])
+            image = int(torch.searchsorted(torch.tensor([h * w for h, w in grid_hw]).cumsum(0), patch, right=True))
+            raise ValueError(f"`pixel_values` of image {image} hold NaN or infinite values (patch {patch}).")
 
-    def check_codes(self, image_codes: torch.Tensor, image_grid_hw) -> list[tuple[int, int]]:
+    def check_codes(self, image_codes, image_grid_hw) -> tuple[torch.LongTensor, list[tuple[int, int]]]:
         """
-        Validate packed codes against their grids; returns the grid as a list of `(h, w)`.
+        Validate packed codes against their grids.
 
-        Raises `ValueError` naming the problem (and the image) for a non-integer dtype, a code count that is not
-        `codes_per_patch * h * w` per image, or a value outside `[0, codebook_size)`.
+        Accepts any integer tensor (the `uint16` of a codes file included), a NumPy array or a list. Returns the codes
+        as an int64 tensor and the grid as a list of `(h, w)`. Raises `ValueError` naming the problem (and the image)
+        for a non-integer dtype, a code count that is not `codes_per_patch * h * w` per image, or a value outside
+        `[0, codebook_size)`.
         """
         grid_hw = self._check_grid(image_grid_hw)
         if not isinstance(image_codes, torch.Tensor):
-            image_codes = torch.as_tensor(image_codes)
+            try:
+                image_codes = torch.as_tensor(np.asarray(image_codes))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"`image_codes` must be an integer tensor or array: {error}") from None
         if image_codes.is_floating_point() or image_codes.is_complex() or image_codes.dtype == torch.bool:
             raise ValueError(f"`image_codes` must be an integer tensor, got dtype {image_codes.dtype}.")
+        image_codes = image_codes.to(torch.int64)  # unsigned codes (uint16 files) support no comparisons in torch
         if image_codes.ndim != 1:
             raise ValueError(
                 f"`image_codes` must be 1-D packed codes of shape (sum_i {self.config.codes_per_patch}*h_i*w_i,), got "
@@ -764,7 +783,7 @@ class ViQModel(ViQPreTrainedModel):
                 f"Image {image} has code {int(image_codes[position])} (at packed position {position}) outside "
                 f"[0, {size}): the codes were made with a different codebook, or are corrupt."
             )
-        return grid_hw
+        return image_codes, grid_hw
 
     @torch.no_grad()
     def calibrate_quantizer(self, pixel_values: torch.Tensor, image_grid_hw: torch.Tensor, scale: float = 1.5):
@@ -786,23 +805,28 @@ class ViQModel(ViQPreTrainedModel):
     def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
         return PackedSequence.from_lengths([h * w for h, w in grid_hw], device)
 
-    def get_trunk_features(self, pixel_values: torch.Tensor, image_grid_hw) -> torch.Tensor:
-        """Raw output of the last trunk block, `(total_patches, hidden)` (no final LayerNorm, as released)."""
-        grid_hw = self._check_grid(image_grid_hw)
-        self._check_pixels(pixel_values, grid_hw)
-        packed = self._packed(grid_hw, pixel_values.device)
-        return self.encoder(self.embeddings(pixel_values, grid_hw), packed)
-
     def pool(self, features: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
         """Attention-pooled embedding of each image from its features: `(num_images, hidden)`."""
         return self.head(self.post_layernorm(features), [h * w for h, w in grid_hw])
 
+    def _encode(self, pixel_values, image_grid_hw, return_pooler_output: bool, return_features: bool):
+        grid_hw = self._check_grid(image_grid_hw)
+        self._check_pixels(pixel_values, grid_hw)
+        device = self.embeddings.patch_embedding.weight.device
+        packed = self._packed(grid_hw, device)
+        hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
+        values, codes, indices = self.quantizer(self.fusion(hidden_states, packed), grid_hw, packed)
+        features = self.code_embedder(codes) if (return_features or return_pooler_output) else None
+        return ViQEncoderOutput(
+            image_codes=indices,
+            image_grid_hw=torch.tensor(grid_hw, dtype=torch.long, device=device),
+            pooler_output=self.pool(features, grid_hw) if return_pooler_output else None,
+            last_hidden_state=features,
+            quantizer_inputs=values,
+        )
+
     def forward(
-        self,
-        pixel_values: torch.FloatTensor,
-        image_grid_hw: torch.LongTensor,
-        return_pooler_output: bool = True,
-        **kwargs,
+        self, pixel_values: torch.FloatTensor, image_grid_hw: torch.LongTensor, return_pooler_output: bool = True
     ) -> ViQEncoderOutput:
         r"""
         Encode packed images to codes, quantized features and the pooled embedding (differentiable: the quantizer
@@ -815,30 +839,16 @@ class ViQModel(ViQPreTrainedModel):
                 Patch grid of each image.
             return_pooler_output (`bool`, *optional*, defaults to `True`):
                 Whether to run the attention-pooling head.
+
+        Returns:
+            [`ViQEncoderOutput`] with `image_codes`, `image_grid_hw`, `last_hidden_state` (the features),
+            `quantizer_inputs` and, if asked, `pooler_output`.
         """
-        grid_hw = self._check_grid(image_grid_hw)
-        self._check_pixels(pixel_values, grid_hw)
-        packed = self._packed(grid_hw, pixel_values.device)
-        hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
-        sub_tokens = self.fusion(hidden_states, packed)
-        values, codes, indices = self.quantizer(sub_tokens, grid_hw, packed)
-        features = self.code_embedder(codes)
-        pooled = self.pool(features, grid_hw) if return_pooler_output else None
-        return ViQEncoderOutput(
-            image_codes=indices,
-            image_grid_hw=torch.tensor(grid_hw, dtype=torch.long, device=pixel_values.device),
-            pooler_output=pooled,
-            last_hidden_state=features,
-            quantizer_inputs=values,
-        )
+        return self._encode(pixel_values, image_grid_hw, return_pooler_output, return_features=True)
 
     @torch.no_grad()
     def encode(
-        self,
-        pixel_values: torch.FloatTensor,
-        image_grid_hw: torch.LongTensor,
-        return_pooler_output: bool = True,
-        **kwargs,
+        self, pixel_values: torch.FloatTensor, image_grid_hw: torch.LongTensor, return_pooler_output: bool = True
     ) -> ViQEncoderOutput:
         r"""
         Images -> discrete codes (no gradient).
@@ -855,37 +865,28 @@ class ViQModel(ViQPreTrainedModel):
             [`ViQEncoderOutput`] with `image_codes` `(sum_i 4*h_i*w_i,)` long, `image_grid_hw` and, if asked,
             `pooler_output` `(num_images, hidden)` and `last_hidden_state` (the features) `(sum_i h_i*w_i, hidden)`.
         """
-        grid_hw = self._check_grid(image_grid_hw)
-        self._check_pixels(pixel_values, grid_hw)
-        packed = self._packed(grid_hw, pixel_values.device)
-        hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
-        values, codes, indices = self.quantizer(self.fusion(hidden_states, packed), grid_hw, packed)
-        features = pooled = None
-        if return_pooler_output:
-            features = self.code_embedder(codes)
-            pooled = self.pool(features, grid_hw)
-        return ViQEncoderOutput(
-            image_codes=indices,
-            image_grid_hw=torch.tensor(grid_hw, dtype=torch.long, device=pixel_values.device),
-            pooler_output=pooled,
-            last_hidden_state=features,
-        )
+        out = self._encode(pixel_values, image_grid_hw, return_pooler_output, return_features=False)
+        out.quantizer_inputs = None
+        return out
+
+    def _embed(self, image_codes: torch.Tensor) -> torch.Tensor:
+        device = self.code_embedder.project_out.weight.device
+        return self.code_embedder(self.quantizer.fsq.indices_to_codes(image_codes.to(device)))
 
     def embed_codes(self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor) -> torch.FloatTensor:
         r"""
         Codes -> LLM-ready features (the trunk never runs).
 
         Args:
-            image_codes (`torch.LongTensor` of shape `(sum_i 4 * h_i * w_i,)`): packed codes.
+            image_codes (`torch.LongTensor` of shape `(sum_i 4 * h_i * w_i,)`):
+                Packed codes (any integer dtype, e.g. the `uint16` of a codes file; a NumPy array or list works too).
             image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`): patch grid of each image.
 
         Returns:
             `torch.FloatTensor` of shape `(sum_i h_i * w_i, hidden_size)`.
         """
-        self.check_codes(image_codes, image_grid_hw)
-        device = self.code_embedder.project_out.weight.device
-        codes = self.quantizer.fsq.indices_to_codes(image_codes.to(device))
-        return self.code_embedder(codes)
+        image_codes, _ = self.check_codes(image_codes, image_grid_hw)
+        return self._embed(image_codes)
 
     def decode_latents(self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor) -> list[torch.FloatTensor]:
         r"""
@@ -894,8 +895,8 @@ class ViQModel(ViQPreTrainedModel):
         Returns:
             `list[torch.FloatTensor]`, one `(latent_channels, 2 * h_i, 2 * w_i)` tensor per image.
         """
-        grid_hw = self.check_codes(image_codes, image_grid_hw)
-        features = self.embed_codes(image_codes, image_grid_hw)
+        image_codes, grid_hw = self.check_codes(image_codes, image_grid_hw)
+        features = self._embed(image_codes)
         return self.latent_head(features, grid_hw, self._packed(grid_hw, features.device))
 
     @torch.no_grad()
@@ -906,6 +907,9 @@ class ViQModel(ViQPreTrainedModel):
         Returns:
             `list[torch.FloatTensor]`, one `(3, 16 * h_i, 16 * w_i)` image per image, values in `[-1, 1]` (the padded
             size: padding added by the processor is not cropped).
+
+        In bf16 the pixels differ slightly from the released bf16 pipeline: diffusers >= 0.38 normalises the VAE's
+        RMS norms in fp32 where the authors' vendored copy stays in bf16 (fp32 decoding matches to 1/255).
         """
         latents = self.decode_latents(image_codes, image_grid_hw)
         vae_dtype = next(self.vae.parameters()).dtype
