@@ -98,6 +98,17 @@ def check_images_readable(paths) -> None:
             raise CLIError(f"cannot read image {path}: {_one_line(error)}", EXIT_USAGE) from None
 
 
+def _finite_or_null(value):
+    """`value` with every non-finite float replaced by `None` (JSON has no infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
     """
     A PIL image as `uint8` RGB `(height, width, 3)` for pictures and metrics, decoded by the image processor (EXIF
@@ -368,7 +379,7 @@ def reconstruction_numbers(item: Reconstruction, codebook_size: int) -> dict:
         "raw_rgb_bytes": 3 * pixels,
         "png_bytes": metrics.png_bytes(item.original),
         "jpeg90_bytes": metrics.jpeg_bytes(item.original, 90),
-        "psnr": psnr if math.isfinite(psnr) else float("inf"),
+        "psnr": psnr,
         "ssim": metrics.ssim(item.original, item.reconstruction),
     }
 
@@ -645,7 +656,8 @@ def command_reconstruct(args) -> int:
         numbers.update(reconstruction=f"{stem}.png", side_by_side=f"{stem}_side_by_side.png")
         rows.append(numbers)
     report = {"model": model_id, "viq_size": size, "images": rows}
-    (output / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+    # strict JSON: an exact reconstruction's infinite PSNR is written as null
+    (output / "metrics.json").write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False) + "\n")
     if not args.quiet:
         print(
             f"{'image':<28} {'size':>11} {'bpp':>7} {'code B':>8} {'PNG B':>9} {'JPEG90 B':>9} {'PSNR':>7} {'SSIM':>6}"

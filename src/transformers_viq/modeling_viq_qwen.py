@@ -394,6 +394,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         projector_type: str = "pooled",
         image_token_id: int = 151655,
         dtype: torch.dtype | None = None,
+        from_pretrained_kwargs: dict | None = None,
         **config_kwargs,
     ) -> "ViQForConditionalGeneration":
         r"""
@@ -411,16 +412,23 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             image_token_id (`int`, *optional*, defaults to 151655):
                 `<|image_pad|>` of the Qwen2.5 vocabulary.
             dtype (`torch.dtype`, *optional*):
-                Cast the assembled model to this dtype.
+                Load both parts in this dtype (e.g. `torch.bfloat16` for a 7B LLM: no fp32 copy in memory).
+            from_pretrained_kwargs (`dict`, *optional*):
+                Passed to both loads (`revision`, `token`, `cache_dir`, `local_files_only`, `attn_implementation`, ...).
+            config_kwargs:
+                Other [`ViQQwenConfig`] fields (`projector_hidden_act`, `train_vision`).
         """
         from transformers import AutoModelForCausalLM
 
+        load_kwargs = dict(from_pretrained_kwargs or {})
+        if dtype is not None:
+            load_kwargs["dtype"] = dtype
         if not isinstance(viq, ViQModel):
-            viq = ViQModel.from_pretrained(viq, viq_size=viq_size)
+            viq = ViQModel.from_pretrained(viq, viq_size=viq_size, **load_kwargs)
         if isinstance(qwen, PreTrainedModel):
             language = qwen
         else:
-            language = AutoModelForCausalLM.from_pretrained(qwen)
+            language = AutoModelForCausalLM.from_pretrained(qwen, **load_kwargs)
         if getattr(language, "model", None) is None or getattr(language, "lm_head", None) is None:
             raise ValueError(f"Expected a causal LM with `.model` and `.lm_head` (Qwen2ForCausalLM), got {type(language).__name__}.")
         config = cls.config_class(
