@@ -319,3 +319,21 @@ def test_decode_shapes_for_odd_grids_and_mixed_batches(tiny_model):
     torch.testing.assert_close(alone, latents[2], rtol=1e-4, atol=1e-5)
     pils = ViQImageProcessor().postprocess(decoded)
     assert [p.size for p in pils] == [(16 * w, 16 * h) for h, w in grids]
+
+
+def _flash_attention_available() -> bool:
+    from transformers.utils import is_flash_attn_2_available
+
+    return torch.cuda.is_available() and is_flash_attn_2_available()
+
+
+@pytest.mark.skipif(not _flash_attention_available(), reason="needs CUDA and the flash-attn package")
+def test_flash_attention_matches_sdpa_on_gpu(tiny_model):
+    """The varlen flash-attention path (packed segments via cu_seqlens) against per-image SDPA, in bf16 on a GPU."""
+    inputs = {k: v.cuda() for k, v in pack(random_images()).items()}
+    model = tiny_model.to("cuda", torch.bfloat16)
+    sdpa = model.encode(**inputs)
+    model.set_attn_implementation("flash_attention_2")
+    flash = model.encode(**inputs)
+    assert (flash.image_codes == sdpa.image_codes).float().mean() >= 0.95
+    torch.testing.assert_close(flash.pooler_output, sdpa.pooler_output, rtol=5e-2, atol=5e-2)
