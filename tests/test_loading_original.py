@@ -73,6 +73,14 @@ def test_load_local_folder_in_authors_layout(tmp_path, images):
     assert torch.equal(encode(auto, images).image_codes, out.image_codes)
 
 
+def test_load_without_the_decoder(tmp_path, images):
+    write_original(tmp_path, tiny_original_state_dict())
+    full = ViQModel.from_pretrained(tmp_path, viq_size="16k", config=tiny_config())
+    encoder_only = ViQModel.from_pretrained(tmp_path, viq_size="16k", config=tiny_config(include_decoder=False))
+    assert encoder_only.vae is None and encoder_only.latent_head is None
+    assert torch.equal(encode(encoder_only, images).image_codes, encode(full, images).image_codes)
+
+
 def test_fp32_bf16_mix_in_the_file(tmp_path, images):
     original = tiny_original_state_dict()  # values are bf16-exact, as in the release
     write_original(tmp_path / "fp32", original)

@@ -337,3 +337,20 @@ def test_flash_attention_matches_sdpa_on_gpu(tiny_model):
     flash = model.encode(**inputs)
     assert (flash.image_codes == sdpa.image_codes).float().mean() >= 0.95
     torch.testing.assert_close(flash.pooler_output, sdpa.pooler_output, rtol=5e-2, atol=5e-2)
+
+
+def test_model_without_decoder_encodes_embeds_and_refuses_to_decode(tiny_model, tmp_path):
+    config = tiny_model.config.to_dict() | {"include_decoder": False}
+    encoder_only = ViQModel(type(tiny_model.config)(**config)).eval()
+    state = {k: v for k, v in tiny_model.state_dict().items() if not k.startswith(("vae.", "latent_head."))}
+    encoder_only.load_state_dict(state)
+    assert encoder_only.vae is None and encoder_only.latent_head is None
+    assert not any(name.startswith(("vae.", "latent_head.")) for name in encoder_only.state_dict())
+    inputs = pack(random_images())
+    out = encoder_only.encode(**inputs)
+    assert torch.equal(out.image_codes, tiny_model.encode(**inputs).image_codes)
+    with pytest.raises(ValueError, match="built without its decoder"):
+        encoder_only.decode(out.image_codes, out.image_grid_hw)
+    encoder_only.save_pretrained(tmp_path)
+    reloaded = AutoModel.from_pretrained(tmp_path)
+    assert reloaded.vae is None and torch.equal(reloaded.encode(**inputs).image_codes, out.image_codes)

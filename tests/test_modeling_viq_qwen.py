@@ -166,6 +166,11 @@ def test_build_from_a_viq_tokenizer_and_a_qwen_checkpoint(tmp_path):
     qwen = Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in TEXT.items() if k != "model_type"}))
     qwen.save_pretrained(tmp_path / "qwen")
     model = ViQForConditionalGeneration.from_viq_and_qwen(tmp_path / "viq", tmp_path / "qwen", image_token_id=IMAGE)
+    # the tokenizer's reconstruction decoder is left out of the VLM unless asked for
+    assert model.model.vision_tower.vae is None and not model.config.vision_config.include_decoder
+    with_decoder = ViQForConditionalGeneration.from_viq_and_qwen(tmp_path / "viq", qwen, image_token_id=IMAGE,
+                                                                 include_decoder=True)  # fmt: skip
+    assert with_decoder.model.vision_tower.vae is not None
     torch.testing.assert_close(model.model.language_model.embed_tokens.weight, qwen.model.embed_tokens.weight)
     torch.testing.assert_close(model.model.language_model.layers[1].mlp.down_proj.weight,
                                qwen.model.layers[1].mlp.down_proj.weight)  # fmt: skip
@@ -176,6 +181,10 @@ def test_build_from_a_viq_tokenizer_and_a_qwen_checkpoint(tmp_path):
     inputs = pixels(images()[:1])
     input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
     assert torch.isfinite(model(input_ids=input_ids, **inputs).logits).all()
+    model.save_pretrained(tmp_path / "vlm")
+    reloaded = ViQForConditionalGeneration.from_pretrained(tmp_path / "vlm").eval()
+    assert reloaded.model.vision_tower.vae is None
+    torch.testing.assert_close(reloaded(input_ids=input_ids, **inputs).logits, model(input_ids=input_ids, **inputs).logits)
     # text-only behaviour is the Qwen checkpoint's
     text = torch.tensor([[1, 2, 3, 4]])
     torch.testing.assert_close(model(input_ids=text).logits, qwen(input_ids=text).logits)

@@ -144,6 +144,9 @@ class ViQConfig(PreTrainedConfig):
             Groups of the GroupNorm before the latent convolution.
         vae_config (`dict`, *optional*):
             Keyword arguments of diffusers' `AutoencoderKLQwenImage`; defaults to the Qwen-Image VAE.
+        include_decoder (`bool`, *optional*, defaults to `True`):
+            Whether to build the latent head and the VAE (about 0.8 GB in fp32). Encoding, `embed_codes` and the
+            pooled embedding do not need them; a VLM built with `from_viq_and_qwen` leaves them out.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated-normal initialisation of fresh weights.
     """
@@ -167,6 +170,7 @@ class ViQConfig(PreTrainedConfig):
     latent_num_layers: int = 3
     latent_norm_groups: int = 32
     vae_config: dict | None = None
+    include_decoder: bool = True
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

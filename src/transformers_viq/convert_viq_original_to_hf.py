@@ -117,8 +117,12 @@ def convert_original_state_dict(
     """
     expected = _expected_state(config)
     converted, unexpected, mismatched, sources, mismatched_keys = {}, [], [], {}, set()
+    left_out = 0
     for key, tensor in original.items():
         new_key = rename_original_key(key)
+        if not config.include_decoder and new_key is not None and new_key.startswith(("latent_head.", "vae.")):
+            left_out += 1  # the config asks for a model without the decoder
+            continue
         if new_key is None or new_key not in expected:
             unexpected.append(key)
             continue
@@ -141,6 +145,8 @@ def convert_original_state_dict(
                 shown = items[:50] + ([f"... and {len(items) - 50} more"] if len(items) > 50 else [])
                 lines.append(f"  {len(items)} {title}:\n    " + "\n    ".join(shown))
         raise ValueError("\n".join(lines))
+    if left_out:
+        logger.info(f"Left out {left_out} decoder tensors (latent head, VAE): config.include_decoder is False")
     return converted
 
 

@@ -619,8 +619,9 @@ class ViQModel(ViQPreTrainedModel):
         self.code_embedder = ViQCodeEmbedder(config)
         self.post_layernorm = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
         self.head = ViQPoolingHead(vision)
-        self.latent_head = ViQLatentHead(config)
-        self.vae = build_qwen_image_vae(config.vae_config)
+        # reconstruction only; left out with `include_decoder=False`
+        self.latent_head = ViQLatentHead(config) if config.include_decoder else None
+        self.vae = build_qwen_image_vae(config.vae_config) if config.include_decoder else None
         self.post_init()
 
     # ---- loading ------------------------------------------------------------------------------------------------
@@ -895,6 +896,11 @@ class ViQModel(ViQPreTrainedModel):
         Returns:
             `list[torch.FloatTensor]`, one `(latent_channels, 2 * h_i, 2 * w_i)` tensor per image.
         """
+        if self.latent_head is None:
+            raise ValueError(
+                "This ViQ model was built without its decoder (config.include_decoder=False): it can encode and embed "
+                "codes but not decode them. Load the tokenizer itself (e.g. ViQModel.from_pretrained(...)) to decode."
+            )
         image_codes, grid_hw = self.check_codes(image_codes, image_grid_hw)
         features = self._embed(image_codes)
         return self.latent_head(features, grid_hw, self._packed(grid_hw, features.device))

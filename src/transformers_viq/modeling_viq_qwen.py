@@ -394,6 +394,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         projector_type: str = "pooled",
         image_token_id: int = 151655,
         dtype: torch.dtype | None = None,
+        include_decoder: bool = False,
         from_pretrained_kwargs: dict | None = None,
         **config_kwargs,
     ) -> "ViQForConditionalGeneration":
@@ -413,6 +414,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
                 `<|image_pad|>` of the Qwen2.5 vocabulary.
             dtype (`torch.dtype`, *optional*):
                 Load both parts in this dtype (e.g. `torch.bfloat16` for a 7B LLM: no fp32 copy in memory).
+            include_decoder (`bool`, *optional*, defaults to `False`):
+                Keep the tokenizer's latent head and VAE (reconstruction only, ~0.8 GB in fp32) in the VLM.
             from_pretrained_kwargs (`dict`, *optional*):
                 Passed to both loads (`revision`, `token`, `cache_dir`, `local_files_only`, `attn_implementation`, ...).
             config_kwargs:
@@ -425,6 +428,9 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             load_kwargs["dtype"] = dtype
         if not isinstance(viq, ViQModel):
             viq = ViQModel.from_pretrained(viq, viq_size=viq_size, **load_kwargs)
+        if not include_decoder and viq.config.include_decoder:
+            viq.latent_head = viq.vae = None
+            viq.config.include_decoder = False
         if isinstance(qwen, PreTrainedModel):
             language = qwen
         else:
