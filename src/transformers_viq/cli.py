@@ -92,8 +92,8 @@ def check_images_readable(paths) -> None:
     """Cheap check before any model loads: each file is identified by Pillow as an image (header only)."""
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image.size
+            with Image.open(path):  # opening parses the header: enough to reject what is not an image
+                pass
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise CLIError(f"cannot read image {path}: {_one_line(error)}", EXIT_USAGE) from None
 
