@@ -8,6 +8,7 @@ Importing the package registers ViQ with transformers' Auto classes (`AutoConfig
 from .codes_io import ViQCodes
 from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
 from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
+from .extraction import ExtractionResult, extract_codes, load_code_dataset
 from .fsq import FiniteScalarQuantizer
 from .image_processing_viq import ViQImageProcessor
 from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
@@ -19,7 +20,6 @@ from .modeling_viq_qwen import (
     language_model_lora_config,
 )
 from .processing_viq import ViQProcessor
-
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ register_auto_classes()
 
 __all__ = [
     "FSQ_LEVEL_PRESETS",
+    "ExtractionResult",
     "FiniteScalarQuantizer",
     "ViQCodes",
     "ViQConfig",
@@ -63,8 +64,10 @@ __all__ = [
     "ViQQwenModel",
     "ViQQwenPreTrainedModel",
     "ViQVisionConfig",
+    "extract_codes",
     "get_num_image_tokens",
     "language_model_lora_config",
+    "load_code_dataset",
     "push_to_hub_with_card",
     "register_auto_classes",
     "render_tokenizer_card",

@@ -5,6 +5,7 @@
     viq decode codes.safetensors -o DIR           codes file -> one PNG per image
     viq reconstruct IMAGE... -o DIR               reconstruction PNGs + side-by-side PNGs with bpp/bytes/PSNR/SSIM
     viq convert --size 16k -o DIR                 the authors' published layout -> HF format (optionally push)
+    viq extract DATASET -o DIR                    a `datasets` dataset of images -> Parquet shards of codes
 
 Also `python -m transformers_viq.cli ...`. Run `viq --help` or `viq COMMAND --help` for the options and exit codes.
 
@@ -29,7 +30,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
-
 
 DEFAULT_MODEL = "XuminYu/ViQ_weights"
 DEFAULT_SIZE = "16k"
@@ -706,6 +706,61 @@ def command_convert(args) -> int:
     return EXIT_OK
 
 
+def command_extract(args) -> int:
+    from .extraction import extract_codes
+
+    dataset = args.dataset
+    expanded = os.path.expanduser(dataset)
+    if (looks_like_path(dataset) or os.sep in dataset) and not os.path.exists(expanded):
+        raise CLIError(f"no such dataset: {dataset}", EXIT_USAGE)
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise CLIError(f"-o {output} is a file; give a folder for the shards", EXIT_USAGE)
+    try:
+        rank = int(os.environ.get("RANK", "0")) if args.rank is None else args.rank
+        world_size = int(os.environ.get("WORLD_SIZE", "1")) if args.world_size is None else args.world_size
+    except ValueError as error:
+        raise CLIError(f"bad RANK/WORLD_SIZE in the environment: {_one_line(error)}", EXIT_USAGE) from None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise CLIError(f"rank {rank} is not in [0, world size {world_size})", EXIT_USAGE)
+    text_columns = None
+    if args.text_columns is not None:
+        text_columns = [name.strip() for name in args.text_columns.split(",") if name.strip()]
+    viq, processor, model_id, size = _load(args)
+    recorded = str(Path(model_id).expanduser().resolve()) if os.path.isdir(os.path.expanduser(model_id)) else model_id
+    try:
+        result = extract_codes(
+            dataset,
+            output,
+            viq,
+            processor,
+            split=args.split,
+            image_column=args.image_column,
+            text_columns=text_columns,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            limit=args.limit,
+            rank=rank,
+            world_size=world_size,
+            overwrite=args.overwrite,
+            model_id=recorded,
+            viq_size=size,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )
+    except FileNotFoundError as error:
+        raise CLIError(_one_line(error), EXIT_USAGE) from error
+    except ValueError as error:
+        message = _one_line(error)
+        code = EXIT_INCOMPATIBLE if "holds codes made with" in message else EXIT_USAGE
+        raise CLIError(message, code) from error
+    _say(
+        args,
+        f"rank {rank}/{world_size}: {result.num_written} sample(s) written in {len(result.shards)} shard(s), "
+        f"{result.num_skipped} unreadable skipped, {result.num_already_done} already done -> {output}/",
+    )
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Parser
 # ------------------------------------------------------------------------------------------------------------------
@@ -843,6 +898,27 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--config", default=None, metavar="FILE",
                          help="architecture config.json (default: the released architecture of --size)")  # fmt: skip
     convert.set_defaults(handler=command_convert)
+
+    extract = add(
+        "extract",
+        "Extract a `datasets` dataset of images to Parquet shards of uint16 codes (with the text columns and the "
+        "source row index) plus viq_codes.json. Resumable: run it again to continue; RANK/WORLD_SIZE (or --rank/"
+        "--world-size) split the work across processes. Unreadable images are logged and skipped (skipped-*.jsonl).",
+        [common, model, preprocess],
+    )
+    extract.add_argument("dataset", metavar="DATASET", help="save_to_disk folder, or a name/path for load_dataset")
+    extract.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the shards")
+    extract.add_argument("--split", default=None, help="split to extract (needed when the dataset has several)")
+    extract.add_argument("--image-column", default=None, help="image column (default: the first Image column)")
+    extract.add_argument("--text-columns", default=None, metavar="A,B",
+                         help="comma-separated columns to carry over (default: every non-image column)")  # fmt: skip
+    extract.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard (default 1000)")
+    extract.add_argument("--limit", type=_positive_int, default=None, help="only the first N samples")
+    extract.add_argument("--overwrite", action="store_true", help="delete this rank's shards and start over")
+    extract.add_argument("--rank", type=int, default=None, help="this process's rank (default: env RANK or 0)")
+    extract.add_argument("--world-size", type=_positive_int, default=None,
+                         help="number of processes (default: env WORLD_SIZE or 1)")  # fmt: skip
+    extract.set_defaults(handler=command_extract)
     return parser
 
 
