@@ -31,13 +31,13 @@ from transformers_viq import metrics
 from transformers_viq.cli import (
     DEFAULT_MODEL,
     DEFAULT_SIZE,
-    EXIT_OK,
     CLIError,
     check_images_readable,
     font,
     load_model,
     quiet_libraries,
     reconstruct,
+    run_script,
 )
 
 
@@ -323,13 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except CLIError as error:
-        print(f"compression.py: error: {error}", file=sys.stderr)
-        return error.code
-    return EXIT_OK
+    return run_script("compression.py", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -39,13 +39,13 @@ from transformers_viq import metrics
 from transformers_viq.cli import (
     DEFAULT_MODEL,
     DEFAULT_SIZE,
-    EXIT_OK,
     CLIError,
     load_model,
     numbers_text,
     pil_to_rgb,
     quiet_libraries,
     reconstruct,
+    run_script,
     reconstruction_numbers,
     side_by_side,
 )
@@ -306,13 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except CLIError as error:
-        print(f"reconstruction.py: error: {error}", file=sys.stderr)
-        return error.code
-    return EXIT_OK
+    return run_script("reconstruction.py", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

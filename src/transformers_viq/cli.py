@@ -98,6 +98,17 @@ def check_images_readable(paths) -> None:
             raise CLIError(f"cannot read image {path}: {_one_line(error)}", EXIT_USAGE) from None
 
 
+def run_script(prog: str, parser: argparse.ArgumentParser, run, argv: list[str] | None = None) -> int:
+    """Entry point of the eval scripts: parse, run, and turn a `CLIError` into one stderr line and its exit code."""
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except CLIError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return error.code
+    return EXIT_OK
+
+
 def _finite_or_null(value):
     """`value` with every non-finite float replaced by `None` (JSON has no infinity)."""
     if isinstance(value, float):
