@@ -60,9 +60,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "parity"
 MANIFEST_PATH = FIXTURES / "manifest.json"
 SAMPLES = REPO / "assets" / "samples"
 
-# A development script: the reference checkpoint lives in tests/, the package in src/ (used when transformers_viq is
-# not installed, e.g. on a bare GPU machine with PYTHONPATH unset).
-sys.path.insert(0, str(REPO / "tests"))
+# The package in src/ is used when transformers_viq is not installed (a bare GPU machine with PYTHONPATH unset).
 if importlib.util.find_spec("transformers_viq") is None:
     sys.path.append(str(REPO / "src"))
 
@@ -270,7 +268,7 @@ def state_dict_sha256(state_dict: dict) -> str:
 def build_fp32_model(levels, codebook_size: int, layers: int, seed: int, with_decoder: bool, expected_sha: str | None,
                      info: dict) -> ViQModel:  # fmt: skip
     """The reference checkpoint, generated on the CPU, converted and loaded in fp32 on the CPU."""
-    from reference_checkpoint import make_reference_state_dict
+    from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
     config = ViQConfig.from_preset(SIZE_NAMES[codebook_size], vision_config={"num_hidden_layers": layers},
                                    include_decoder=with_decoder)  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
+from transformers_viq.training import calibrate_quantizer
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def main():
     processor = ViQImageProcessor(max_pixels=512 * 512)
     samples = sorted((REPO / "assets" / "samples").glob("*.png"))
     inputs = processor(images=[str(p) for p in samples], return_tensors="pt")
-    model.calibrate_quantizer(inputs["pixel_values"], inputs["image_grid_hw"])
+    calibrate_quantizer(model, inputs["pixel_values"], inputs["image_grid_hw"])
     model.save_pretrained(args.output_dir)
     processor.save_pretrained(args.output_dir)
     codes = model.encode(**inputs).image_codes

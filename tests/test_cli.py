@@ -189,8 +189,8 @@ def test_a_relative_model_folder_is_recorded_so_decode_works_from_elsewhere(tmp_
 
 
 def test_convert_a_tiny_checkpoint_in_the_authors_layout(tmp_path, capsys):
-    from conftest import TINY_VAE, tiny_config
-    from reference_checkpoint import make_reference_state_dict
+    from transformers_viq.testing import TINY_VAE, tiny_config
+    from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
     state_dict = make_reference_state_dict([8, 8, 8, 6, 5], seed=1, num_layers=2, hidden_size=32, mlp_ratio=2,
                                            fsq_width=16, pos_grid=8, vae_config=TINY_VAE)  # fmt: skip

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from transformers_viq.testing import make_tiny_model
 
 from transformers_viq import ViQCodes, ViQConfig
 

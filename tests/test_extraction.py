@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from transformers_viq.testing import tiny_config
 from PIL import Image
 
 from transformers_viq import ViQImageProcessor, ViQModel, extract_codes, load_code_dataset

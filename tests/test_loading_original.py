@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_VAE, tiny_config
-from reference_checkpoint import make_reference_state_dict
+from transformers_viq.testing import TINY_VAE, tiny_config
+from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 from transformers import AutoModel
 

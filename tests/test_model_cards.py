@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import make_tiny_model, tiny_config
+from transformers_viq.testing import make_tiny_model, tiny_config
 from huggingface_hub import ModelCard
-from qwen_utils import IMAGE_PAD_ID, qwen_tokenizer
+from transformers_viq.testing import IMAGE_PAD_ID, qwen_tokenizer
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
 
 from transformers_viq import (

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model, tiny_config
+from transformers_viq.testing import make_tiny_model, tiny_config
 
 from transformers import AutoModel
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model
-
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, Qwen2Config, Qwen2ForCausalLM
 
 from transformers_viq import (
@@ -15,23 +13,16 @@ from transformers_viq import (
     ViQQwenConfig,
     ViQQwenModel,
     get_num_image_tokens,
-    language_model_lora_config,
 )
+from transformers_viq.testing import make_tiny_model, make_tiny_vlm, tiny_text_config
 
 
 IMAGE = 5  # image token id of the tiny vocabulary
-TEXT = dict(model_type="qwen2", vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512, tie_word_embeddings=True)  # fmt: skip
+TEXT = tiny_text_config()
 
 
 def make_vlm(projector_type="pooled", seed=0) -> ViQForConditionalGeneration:
-    viq = make_tiny_model(seed=seed)
-    torch.manual_seed(seed)
-    config = ViQQwenConfig(vision_config=viq.config.to_dict(), text_config=dict(TEXT), image_token_id=IMAGE,
-                           projector_type=projector_type)  # fmt: skip
-    model = ViQForConditionalGeneration(config).eval()
-    model.model.vision_tower.load_state_dict(viq.state_dict())
-    return model
+    return make_tiny_vlm(projector_type=projector_type, seed=seed)
 
 
 def images(seed=0, sizes=((64, 96), (32, 32), (32, 64))):
@@ -188,33 +179,3 @@ def test_build_from_a_viq_tokenizer_and_a_qwen_checkpoint(tmp_path):
     # text-only behaviour is the Qwen checkpoint's
     text = torch.tensor([[1, 2, 3, 4]])
     torch.testing.assert_close(model(input_ids=text).logits, qwen(input_ids=text).logits)
-
-
-def test_freezing_policies_and_lora():
-    model = make_vlm()
-    model.freeze(vision=True)
-    trainable = {n.split(".")[1] if n.startswith("model.") else n.split(".")[0]
-                 for n, p in model.named_parameters() if p.requires_grad}  # fmt: skip
-    assert trainable == {"projector", "language_model"} and not model.config.train_vision
-    model.freeze(vision=True, language_model=True)
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
-        n for n, _ in model.named_parameters() if n.startswith("model.projector.")
-    }
-    from peft import get_peft_model
-
-    peft_model = get_peft_model(model, language_model_lora_config(r=4, lora_alpha=8, use_dora=False))
-    lora = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
-    assert lora and all(".language_model." in n for n in lora)
-
-
-def test_vision_side_gets_no_gradient_unless_asked():
-    model = make_vlm().train()
-    inputs = pixels(images()[:1])
-    input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
-    model(input_ids=input_ids, labels=input_ids, **inputs).loss.backward()
-    assert model.model.vision_tower.embeddings.patch_embedding.weight.grad is None
-    assert model.model.projector.proj_in.weight.grad is not None
-    model.zero_grad()
-    model.freeze(vision=False)
-    model(input_ids=input_ids, labels=input_ids, **inputs).loss.backward()
-    assert model.model.vision_tower.embeddings.patch_embedding.weight.grad is not None

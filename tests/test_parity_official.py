@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reference_checkpoint import make_reference_state_dict
+from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
 from transformers_viq.convert_viq_original_to_hf import convert_original_state_dict

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from qwen_utils import IM_START_ID, IMAGE_PAD_ID, qwen_tokenizer
+from transformers_viq.testing import IM_START_ID, IMAGE_PAD_ID, qwen_tokenizer
 from transformers import AutoProcessor
 
 from transformers_viq import ViQCodes, ViQImageProcessor, ViQProcessor, get_num_image_tokens

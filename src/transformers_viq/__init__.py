@@ -13,12 +13,7 @@ from .fsq import FiniteScalarQuantizer
 from .image_processing_viq import ViQImageProcessor
 from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
 from .modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
-from .modeling_viq_qwen import (
-    ViQForConditionalGeneration,
-    ViQQwenModel,
-    ViQQwenPreTrainedModel,
-    language_model_lora_config,
-)
+from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel, ViQQwenPreTrainedModel
 from .processing_viq import ViQProcessor
 
 __version__ = "0.1.0"
@@ -66,7 +61,6 @@ __all__ = [
     "ViQVisionConfig",
     "extract_codes",
     "get_num_image_tokens",
-    "language_model_lora_config",
     "load_code_dataset",
     "push_to_hub_with_card",
     "register_auto_classes",

@@ -56,8 +56,6 @@ class ViQQwenConfig(PreTrainedConfig):
             `"mlp"`: 2x2 patches concatenated, then Linear-GELU-Linear.
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the projector.
-        train_vision (`bool`, *optional*, defaults to `False`):
-            Whether gradients flow into the ViQ tokenizer. By default it runs frozen under `torch.no_grad()`.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether the LM head shares the input embeddings (Qwen2.5-0.5B/1.5B/3B: tied; 7B: untied). Taken from
             `text_config` when that says tied.
@@ -74,7 +72,6 @@ class ViQQwenConfig(PreTrainedConfig):
     image_token_id: int = 151655
     projector_type: str = "pooled"
     projector_hidden_act: str = "gelu"
-    train_vision: bool = False
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

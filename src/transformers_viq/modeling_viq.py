@@ -786,22 +786,6 @@ class ViQModel(ViQPreTrainedModel):
             )
         return image_codes, grid_hw
 
-    @torch.no_grad()
-    def calibrate_quantizer(self, pixel_values: torch.Tensor, image_grid_hw: torch.Tensor, scale: float = 1.5):
-        r"""
-        Data-dependent initialisation of `quantizer.project_in`: rescale and shift it so that, on the given images, each
-        pre-quantization dimension is centred with standard deviation `scale`, i.e. spread over the FSQ levels
-        instead of saturating them. Useful before training a fresh quantizer head on a trained trunk, and to make a
-        random smoke model produce varied codes.
-        """
-        values = self(pixel_values, image_grid_hw, return_pooler_output=False).quantizer_inputs.float()
-        mean, std = values.mean(0), values.std(0).clamp_min(1e-6)
-        layer = self.quantizer.project_in
-        factor = (scale / std).to(layer.weight.dtype)
-        layer.weight.mul_(factor.unsqueeze(-1))
-        layer.bias.copy_((layer.bias - mean.to(layer.bias.dtype)) * factor)
-        return self
-
     # ---- the pieces ---------------------------------------------------------------------------------------------
     def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
         return PackedSequence.from_lengths([h * w for h, w in grid_hw], device)

@@ -124,6 +124,10 @@ class ViQProjector(nn.Module):
         return outputs
 
 
+def _any_trainable(module: nn.Module) -> bool:
+    return any(param.requires_grad for param in module.parameters())
+
+
 class ViQQwenPreTrainedModel(PreTrainedModel):
     config: ViQQwenConfig
     config_class = ViQQwenConfig
@@ -177,8 +181,8 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(sum_i h_i*w_i, 768)`, *optional*):
-                Packed patches: the ViQ tokenizer encodes them (under `torch.no_grad()` unless
-                `config.train_vision`).
+                Packed patches: the ViQ tokenizer encodes them (under `torch.no_grad()` unless one of its
+                parameters requires a gradient).
             image_codes (`torch.LongTensor` of shape `(sum_i 4*h_i*w_i,)`, *optional*):
                 Precomputed codes: only the code embedder runs.
             image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
@@ -189,10 +193,12 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
         grid_hw = self.vision_tower._check_grid(image_grid_hw)
         for h, w in grid_hw:
             get_num_image_tokens(h, w, self.config.projector_type)
-        with torch.set_grad_enabled(self.config.train_vision and torch.is_grad_enabled()):
-            if pixel_values is not None:
+        # A frozen tokenizer (`requires_grad=False`, set by the training side) runs without building a graph.
+        if pixel_values is not None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and _any_trainable(self.vision_tower)):
                 features = self.vision_tower(pixel_values, image_grid_hw, return_pooler_output=False).last_hidden_state
-            else:
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and _any_trainable(self.vision_tower.code_embedder)):
                 features = self.vision_tower.embed_codes(image_codes, image_grid_hw)
         features = features.to(self.projector.proj_in.weight.dtype)
         return self.projector(features, grid_hw)
@@ -419,7 +425,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             from_pretrained_kwargs (`dict`, *optional*):
                 Passed to both loads (`revision`, `token`, `cache_dir`, `local_files_only`, `attn_implementation`, ...).
             config_kwargs:
-                Other [`ViQQwenConfig`] fields (`projector_hidden_act`, `train_vision`).
+                Other [`ViQQwenConfig`] fields (`projector_hidden_act`).
         """
         from transformers import AutoModelForCausalLM
 
@@ -463,46 +469,10 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             model = model.to(dtype)
         return model
 
-    def freeze(self, vision: bool = True, projector: bool = False, language_model: bool = False) -> "ViQForConditionalGeneration":
-        """
-        Set which parts train (`True` = frozen). The usual policies:
-
-        * vision frozen, projector trainable, LLM full: `freeze(vision=True)` (default);
-        * LLM frozen too (projector-only warm-up): `freeze(vision=True, language_model=True)`;
-        * LLM with LoRA: `freeze(vision=True, language_model=True)` then pass
-          `peft_config=language_model_lora_config()` to TRL's `SFTTrainer` (or `peft.get_peft_model`).
-
-        Unfreezing the vision side also sets `config.train_vision` so its gradients are computed.
-        """
-        for part, frozen in ((self.model.vision_tower, vision), (self.model.projector, projector),
-                             (self.model.language_model, language_model), (self.lm_head, language_model)):  # fmt: skip
-            part.requires_grad_(not frozen)
-        self.config.train_vision = not vision
-        return self
-
-
-def language_model_lora_config(r: int = 64, lora_alpha: int = 16, lora_dropout: float = 0.05, use_dora: bool = True, **kwargs):
-    """
-    A PEFT `LoraConfig` that adapts every linear layer of the Qwen2 decoder and nothing else (not the LM head, the
-    projector or the vision side). Defaults are the released recipe's: DoRA, r=64, alpha=16, dropout 0.05.
-    """
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        bias="none",
-        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        **kwargs,
-    )
-
 
 __all__ = [
     "ViQForConditionalGeneration",
     "ViQProjector",
     "ViQQwenModel",
     "ViQQwenPreTrainedModel",
-    "language_model_lora_config",
 ]
