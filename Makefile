@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow lint bench clean
 
-# torch is pinned to the CPU build kept on this machine's disk (docs/ecosystem.md); everything else comes from
-# requirements-dev.txt (exact pins that install together here) and the package itself (editable).
+# torch is pinned first (2.13.0: on the project's machines pip takes a CPU wheel kept on local disk; elsewhere install
+# the torch build you want before `make`); everything else comes from requirements-dev.txt (exact pins that install
+# together) and the package itself (editable).
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
@@ -24,6 +25,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests eval benchmarks examples
 
 test-slow: $(STAMP)
 	RUN_SLOW=1 $(PY) -m pytest -q -m slow tests

@@ -40,84 +40,21 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
-
 import transformers
+
 import transformers_viq
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
 
+from harness import ENCODE_COMPONENTS, encode_flops, format_table, make_inputs, parse_size, parse_sizes  # noqa: F401
+
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Top-level submodules `ViQModel.encode(..., return_pooler_output=True)` runs, in order (the keys of `encode_flops`).
-ENCODE_COMPONENTS = ("embeddings", "encoder", "fusion", "quantizer", "code_embedder", "head")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # FLOP count
 # ----------------------------------------------------------------------------------------------------------------
-def encode_flops(config: ViQConfig, grid_hw: list[tuple[int, int]], calls: int = 1) -> dict[str, int]:
-    r"""
-    Matrix-multiply FLOPs of `ViQModel.encode(..., return_pooler_output=True)` for images with patch grids `grid_hw`
-    encoded together in `calls` calls (1 for a packed batch, `len(grid_hw)` for one image per call; only the pooling
-    head's query projection depends on it). A multiply-add counts 2 FLOPs.
-
-    Symbols: `D` hidden size, `I` MLP width, `H` heads (`D / H` per head), `P = channels * patch**2` (768), `C` codes
-    (sub-tokens) per patch, `A` quantizer attention width per sub-token, `F = len(fsq_levels)`, `R` width of the code
-    embedder's residual MLPs, `N_i = h_i * w_i` patches of image `i`, `N = sum_i N_i`, `S = sum_i N_i**2`, `M` images.
-    Attention is block-diagonal (each image attends to itself only), so its cost is in `S`, not `N**2`.
-
-    - `embeddings`:    patch embedding `2 N P D` (the 16x16 stride-16 conv as a matmul).
-    - `encoder`:       per trunk block `2 N (3D^2 + D^2 + 2 D I) + 4 D S`
-                       (qkv, out proj, MLP fc1 + fc2; attention scores `2 N_i^2 D/H` and weighted values
-                       `2 N_i^2 D/H` per head, i.e. `4 N_i^2 D` over the `H` heads).
-    - `fusion`:        `fusion_num_layers` blocks as above, then the expansion MLP `2 N (D * CD + CD * CD)` and the
-                       per-sub-token MLP `2 (C N) (D^2 + D^2)`.
-    - `quantizer`:     per headless block, over the `C N` sub-tokens:
-                       `2 (C N) (D A + 3 A^2 + A^2 + A D + 2 D I) + 4 C A S`
-                       (down proj, qkv, out proj, up proj, MLP; attention over the patches of the image with `C` heads
-                       of width `A`: scores `2 N_i^2 A` + values `2 N_i^2 A` per head),
-                       then `project_in` `2 (C N) D F`.
-    - `code_embedder`: `project_out` `2 (C N) F D`, merge MLP `2 N (CD * CD + CD * D)`, MLP `2 N (D^2 + D^2)`,
-                       residual MLPs `embedder_num_residual_layers * 2 N (2 D R)`.
-    - `head`:          probe query `2 D^2` per call, key/value `2 N D (2D)`, one-query attention `4 N D`,
-                       out proj `2 M D^2`, MLP `2 M (2 D I)`.
-
-    Not counted (no matrix products): LayerNorms, GELU, softmax, RoPE, residual and bias additions, the position
-    table resize, FSQ. They take time, so they lower the achieved GFLOP/s, which is the point of the comparison.
-
-    Returns:
-        `dict[str, int]`: FLOPs per component (`ENCODE_COMPONENTS`) and `"total"`.
-    """
-    vision = config.vision_config
-    d, i, p = vision.hidden_size, vision.intermediate_size, vision.num_channels * vision.patch_size**2
-    c, a, f = config.codes_per_patch, config.quantizer_attention_dim, len(config.fsq_levels)
-    r = config.embedder_residual_intermediate_size or 2 * d
-    lengths = [h * w for h, w in grid_hw]
-    n, s, m = sum(lengths), sum(length**2 for length in lengths), len(lengths)
-
-    def trunk_block() -> int:
-        return 2 * n * (3 * d * d + d * d + 2 * d * i) + 4 * d * s
-
-    flops = {
-        "embeddings": 2 * n * p * d,
-        "encoder": vision.num_hidden_layers * trunk_block(),
-        "fusion": config.fusion_num_layers * trunk_block()
-        + 2 * n * (d * c * d + c * d * c * d)
-        + 2 * (c * n) * (d * d + d * d),
-        "quantizer": config.quantizer_num_layers
-        * (2 * (c * n) * (d * a + 3 * a * a + a * a + a * d + 2 * d * i) + 4 * c * a * s)
-        + 2 * (c * n) * d * f,
-        "code_embedder": 2 * (c * n) * f * d
-        + 2 * n * (c * d * c * d + c * d * d)
-        + 2 * n * (d * d + d * d)
-        + config.embedder_num_residual_layers * 2 * n * (2 * d * r),
-        "head": calls * 2 * d * d + 2 * n * d * 2 * d + 4 * n * d + 2 * m * d * d + 2 * m * 2 * d * i,
-    }
-    flops["total"] = sum(flops.values())
-    return flops
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Machine and memory
 # ----------------------------------------------------------------------------------------------------------------
@@ -324,30 +261,6 @@ def build_model(layers: int, dtype: torch.dtype, attn: str) -> ViQModel:
     if model.config._attn_implementation != attn:
         raise RuntimeError(f"Asked for attention {attn!r}, the model uses {model.config._attn_implementation!r}.")
     return model
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """`"HxW"` (pixels) -> `(height, width)`."""
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"Sizes are HEIGHTxWIDTH in pixels, e.g. 512x320; got {text!r}.") from None
-    if height <= 0 or width <= 0:
-        raise argparse.ArgumentTypeError(f"Sizes must be positive, got {text!r}.")
-    return height, width
-
-
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    return [parse_size(part) for part in text.split(",") if part.strip()]
-
-
-def make_inputs(processor: ViQImageProcessor, sizes: list[tuple[int, int]], dtype: torch.dtype, seed: int):
-    """Packed `(pixel_values, image_grid_hw)` for random uint8 RGB images of the given sizes."""
-    rng = np.random.default_rng(seed)
-    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in sizes]
-    max_pixels = max(processor.max_pixels, *(h * w for h, w in sizes))
-    inputs = processor(images=images, return_tensors="pt", max_pixels=max_pixels)
-    return inputs["pixel_values"].to(dtype), inputs["image_grid_hw"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -608,15 +521,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------------------------
-def format_table(headers: list[str], body: list[list[str]]) -> str:
-    """A Markdown table (readable as is in a terminal)."""
-    widths = [max(len(headers[j]), *(len(line[j]) for line in body)) for j in range(len(headers))]
-    aligned = lambda cells: "| " + " | ".join(cell.rjust(widths[j]) if j else cell.ljust(widths[j])  # noqa: E731
-                                               for j, cell in enumerate(cells)) + " |"  # fmt: skip
-    separator = "|" + "|".join(("-" * (w + 1) + ":") if j else ":" + "-" * (w + 1) for j, w in enumerate(widths)) + "|"
-    return "\n".join([aligned(headers), separator, *(aligned(line) for line in body)])
-
-
 def report(results: dict) -> str:
     env, settings, model = results["environment"], results["settings"], results["model"]
     gib = 2**30

@@ -10,7 +10,7 @@ Stages (each in its own try/except: a failure is recorded in the report and the 
    decoded PNGs and sample images are on disk, the device is there. A missing fixture stops the run here, with exit
    status 2 and a message naming the file;
 2. per parity case: the deterministic random checkpoint of `tests/reference_checkpoint.py::make_reference_state_dict`
-   (generated on the CPU, its sha256 checked against the manifest), converted with `convert_original_state_dict`,
+   (generated on the CPU, its sha256 checked against the manifest), converted with `ViQModel.from_original_state_dict`,
    loaded once in fp32 on the CPU with `ViQModel.from_pretrained(None, config=..., state_dict=...)`, then moved to the
    device (fp32) and copied and cast to bf16 there;
 3. for each variant (`fp32-sdpa`, `bf16-sdpa`, `bf16-flash`) the fixture images (`ViQImageProcessor(do_resize=False)`,
@@ -19,7 +19,7 @@ Stages (each in its own try/except: a failure is recorded in the report and the 
    from our own codes, the latents and the decoded pixels (from the official codes) against the fixture PNGs;
 4. throughput for each `--sizes` entry and variant: `--batch` random images packed into one `encode` call
    (`return_pooler_output=True`), warm-up calls, then calls timed with `torch.cuda.synchronize` for `--seconds`:
-   images/s, patch tokens/s, achieved TFLOP/s (FLOPs from `benchmarks/encode.py::encode_flops`) and peak GPU memory
+   images/s, patch tokens/s, achieved TFLOP/s (FLOPs from `benchmarks/harness.py::encode_flops`) and peak GPU memory
    (`torch.cuda.max_memory_allocated`, reset per row).
 
 Progress lines carry a timestamp and the elapsed time; the JSON report (`--json`) is rewritten after every stage, so
@@ -60,34 +60,17 @@ FIXTURES = REPO / "tests" / "fixtures" / "parity"
 MANIFEST_PATH = FIXTURES / "manifest.json"
 SAMPLES = REPO / "assets" / "samples"
 
-# The package in src/ is used when transformers_viq is not installed (a bare GPU machine with PYTHONPATH unset).
-if importlib.util.find_spec("transformers_viq") is None:
-    sys.path.append(str(REPO / "src"))
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
 import transformers  # noqa: E402
-import transformers_viq  # noqa: E402
+from PIL import Image  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
+
+import transformers_viq  # noqa: E402
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel  # noqa: E402
-from transformers_viq.convert_viq_original_to_hf import convert_original_state_dict  # noqa: E402
 
+from harness import encode_flops, format_table, make_inputs, parse_size  # noqa: E402
 
-def _load_bench_encode():
-    """`benchmarks/encode.py` as a module (for `encode_flops`, `make_inputs`, `parse_size`, `format_table`)."""
-    spec = importlib.util.spec_from_file_location("viq_bench_encode", REPO / "benchmarks" / "encode.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench_encode()
-encode_flops, make_inputs, parse_size, format_table = (
-    bench.encode_flops, bench.make_inputs, bench.parse_size, bench.format_table
-)  # fmt: skip
 
 VARIANTS = {  # name -> (dtype, attention implementation)
     "fp32-sdpa": (torch.float32, "sdpa"),
@@ -292,11 +275,9 @@ def build_fp32_model(levels, codebook_size: int, layers: int, seed: int, with_de
     else:
         info["sha256_matches_manifest"] = None  # without the VAE keys the digest cannot be compared
     start = time.perf_counter()
-    state_dict = convert_original_state_dict(original, config)
+    model = ViQModel.from_original_state_dict(original, config, dtype=torch.float32,
+                                              attn_implementation="sdpa").eval()  # fmt: skip
     del original
-    model = ViQModel.from_pretrained(None, config=config, state_dict=state_dict, dtype=torch.float32,
-                                     attn_implementation="sdpa").eval()  # fmt: skip
-    del state_dict
     gc.collect()
     info["load_s"] = round(time.perf_counter() - start, 1)
     if model.config._attn_implementation != "sdpa":

@@ -28,32 +28,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from transformers_viq import metrics
-from transformers_viq.cli import (
-    DEFAULT_MODEL,
-    DEFAULT_SIZE,
-    CLIError,
-    check_images_readable,
-    font,
-    load_model,
-    quiet_libraries,
-    reconstruct,
-    run_script,
-)
+from transformers_viq.image_io import check_image_file
+from transformers_viq.pipeline import DEFAULT_MODEL, DEFAULT_SIZE, ViQPipeline
+from transformers_viq.visualization import font
+
+from eval_utils import list_images, run_script
 
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO / "assets" / "samples"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 STORAGE_KEYS = ("uint16", "packed", "zlib", "bz2", "lzma", "zlib_packed", "bz2_packed", "lzma_packed")
-
-
-def list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise CLIError(f"no such folder: {folder}", 2)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise CLIError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}", 2)
-    return files
 
 
 def measure(item, codebook_size: int) -> tuple[dict, np.ndarray]:
@@ -251,15 +235,16 @@ def run(args) -> dict:
     files = list_images(Path(args.images))
     if args.limit:
         files = files[: args.limit]
-    check_images_readable(files)
-    quiet_libraries(verbose=not args.quiet)
-    viq, processor, model_id, size = load_model(args.model, args.size, args.device, args.dtype, args.max_pixels)
-    codebook_size = viq.config.codebook_size
+    for file in files:
+        check_image_file(file)
+    pipe = ViQPipeline.from_pretrained(args.model, args.size, device=args.device, dtype=args.dtype,
+                                       max_pixels=args.max_pixels)  # fmt: skip
+    model_id, size, codebook_size = pipe.model_id, pipe.viq_size, pipe.codebook_size
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
 
     rows, examples = [], []
-    for item in reconstruct(viq, processor, files, args.batch_size, quiet=args.quiet, desc="compression"):
+    for item in pipe.reconstruct(files, args.batch_size, progress=not args.quiet, desc="compression"):
         row, jpeg = measure(item, codebook_size)
         rows.append(row)
         examples.append((row, item.original, item.reconstruction, jpeg))
@@ -272,9 +257,9 @@ def run(args) -> dict:
         "viq_size": size,
         "codebook_size": codebook_size,
         "bits_per_code": metrics.bits_per_code(codebook_size),
-        "codes_per_patch": viq.config.codes_per_patch,
-        "max_pixels": processor.max_pixels,
-        "device": str(next(viq.parameters()).device),
+        "codes_per_patch": pipe.config.codes_per_patch,
+        "max_pixels": pipe.image_processor.max_pixels,
+        "device": str(pipe.device),
         "dtype": args.dtype,
         "jpeg": "Pillow/libjpeg, baseline, 4:2:0, optimize=True; highest quality with bytes <= ViQ uint16 bytes",
         "compressors": "zlib 9, bz2 9, lzma preset 9e (xz), on the uint16 and the bit-packed stream",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 import os
@@ -36,22 +35,11 @@ import numpy as np
 from PIL import Image
 
 from transformers_viq import metrics
-from transformers_viq.cli import (
-    DEFAULT_MODEL,
-    DEFAULT_SIZE,
-    CLIError,
-    load_model,
-    numbers_text,
-    pil_to_rgb,
-    quiet_libraries,
-    reconstruct,
-    run_script,
-    reconstruction_numbers,
-    side_by_side,
-)
+from transformers_viq.image_io import load_rgb
+from transformers_viq.pipeline import DEFAULT_MODEL, DEFAULT_SIZE, ViQPipeline, reconstruction_numbers
+from transformers_viq.visualization import numbers_text, save_png, side_by_side
 
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jpe"}
+from eval_utils import list_images, run_script
 
 
 def resize_center_crop(array: np.ndarray, size: int) -> np.ndarray:
@@ -76,14 +64,10 @@ class Source:
         self.skipped: list[str] = []
         self.limit = args.limit
         if bool(args.images) == bool(args.dataset):
-            raise CLIError("give exactly one of --images DIR or --dataset NAME", 2)
+            raise ValueError("give exactly one of --images DIR or --dataset NAME")
         if args.images:
             folder = Path(args.images)
-            if not folder.is_dir():
-                raise CLIError(f"no such folder: {folder}", 2)
-            files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise CLIError(f"no images in {folder}", 2)
+            files = list_images(folder, recursive=True)
             self.files = files[: self.limit] if self.limit else files
             self.dataset = None
             self.total = len(self.files)
@@ -94,7 +78,7 @@ class Source:
             self.column = args.image_column
             names = getattr(self.dataset, "column_names", None)
             if names is not None and self.column not in names:
-                raise CLIError(f"dataset {args.dataset} has no column {self.column!r} (columns: {names})", 2)
+                raise ValueError(f"dataset {args.dataset} has no column {self.column!r} (columns: {names})")
             total = len(self.dataset) if hasattr(self.dataset, "__len__") else None
             self.total = min(total, self.limit) if total is not None and self.limit else (total or self.limit)
             self.description = f"dataset {args.dataset} [{args.split}]"
@@ -104,7 +88,7 @@ class Source:
         try:
             import datasets
         except ImportError as error:
-            raise CLIError("--dataset needs the datasets library: pip install datasets", 1) from error
+            raise RuntimeError("--dataset needs the datasets library: pip install datasets") from error
         try:
             if os.path.isdir(name) and any(
                 os.path.isfile(os.path.join(name, f)) for f in ("state.json", "dataset_dict.json")
@@ -114,25 +98,12 @@ class Source:
             return datasets.load_dataset(name, split=split, streaming=streaming)
         except Exception as error:
             first = " ".join(str(error).split("\n")[0].split())
-            raise CLIError(f"cannot load dataset {name} [{split}]: {first}", 1) from error
+            raise RuntimeError(f"cannot load dataset {name} [{split}]: {first}") from error
 
     def _decode(self, name: str, value) -> np.ndarray | None:
         try:
-            if isinstance(value, (str, os.PathLike)):
-                with Image.open(value) as image:
-                    image.load()
-                    return pil_to_rgb(image)
-            if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-                raw = value.get("bytes")
-                with Image.open(io.BytesIO(raw) if raw else value["path"]) as image:
-                    image.load()
-                    return pil_to_rgb(image)
-            if isinstance(value, Image.Image):
-                return pil_to_rgb(value)
-            if isinstance(value, np.ndarray) and value.dtype == np.uint8:
-                return pil_to_rgb(Image.fromarray(value))
-            raise ValueError(f"unsupported image value of type {type(value).__name__}")
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+            return load_rgb(value)
+        except ValueError as error:
             self.skipped.append(name)
             print(f"skipped {name}: {' '.join(str(error).split())}", file=sys.stderr)
             return None
@@ -193,12 +164,10 @@ def inception_features(model, images: list[np.ndarray], device) -> np.ndarray:
 
 def run(args) -> dict:
     source = Source(args)
-    quiet_libraries(verbose=not args.quiet)
     resolution = args.resolution
-    viq, processor, model_id, size = load_model(
-        args.model, args.size, args.device, args.dtype, max_pixels=resolution * resolution, do_resize=False
-    )
-    device = next(viq.parameters()).device
+    pipe = ViQPipeline.from_pretrained(args.model, args.size, device=args.device, dtype=args.dtype,
+                                       max_pixels=resolution * resolution, do_resize=False)  # fmt: skip
+    model_id, size, device = pipe.model_id, pipe.viq_size, pipe.device
     inception, fid_reason = load_inception(args.inception_weights, str(device))
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -215,13 +184,13 @@ def run(args) -> dict:
         pending_fake.clear()
 
     items = ((name, resize_center_crop(array, resolution)) for name, array in source)
-    for item in reconstruct(viq, processor, items, args.batch_size, args.quiet, "reconstruction", source.total):
+    for item in pipe.reconstruct(items, args.batch_size, not args.quiet, "reconstruction", source.total):
         psnr = metrics.psnr(item.original, item.reconstruction)
         rows.append({"image": item.name, "psnr": psnr, "ssim": metrics.ssim(item.original, item.reconstruction)})
         if len(rows) <= args.save_examples:
-            numbers = reconstruction_numbers(item, viq.config.codebook_size)
+            numbers = reconstruction_numbers(item, pipe.codebook_size)
             picture = side_by_side(item.original, item.reconstruction, numbers_text(numbers, model_id))
-            picture.save(output / f"example_{len(rows):03d}.png")
+            save_png(picture, output / f"example_{len(rows):03d}.png")
         if inception is not None:
             pending_real.append(item.original)
             pending_fake.append(item.reconstruction)
@@ -229,13 +198,13 @@ def run(args) -> dict:
                 flush()
     flush()
     if not rows:
-        raise CLIError(f"no readable images in {source.description}", 2)
+        raise ValueError(f"no readable images in {source.description}")
 
     psnrs = np.array([row["psnr"] for row in rows])
     result = {
         "model": model_id,
         "viq_size": size,
-        "codebook_size": viq.config.codebook_size,
+        "codebook_size": pipe.codebook_size,
         "source": source.description,
         "resolution": resolution,
         "protocol": f"shorter side to {resolution} (bicubic), center crop {resolution}x{resolution}",

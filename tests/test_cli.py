@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from transformers_viq import ViQCodes
-from transformers_viq.cli import EXIT_INCOMPATIBLE, EXIT_OK, EXIT_USAGE, CLIError, main
+from transformers_viq.cli import EXIT_INCOMPATIBLE, EXIT_OK, EXIT_USAGE, main
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,9 +152,11 @@ def test_bad_inputs_and_options_give_exit_code_2(tmp_path, capsys):
     assert png.name in _error_line(capsys)
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(CLIError):
-        main(["encode", str(tmp_path / "missing.png"), "-o", str(tmp_path / "c"), "--debug"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path, capsys):
+    assert main(["encode", str(tmp_path / "missing.png"), "-o", str(tmp_path / "c"), "--debug"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "CLIError" in err
+    assert err.strip().splitlines()[-1] == f"viq: error: no such file: {tmp_path / 'missing.png'}"
 
 
 def test_help_documents_the_exit_codes(capsys):

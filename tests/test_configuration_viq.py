@@ -1,7 +1,6 @@
 """ViQConfig: presets, derived codebook size, validation, serialization."""
 
 import pytest
-
 from transformers import AutoConfig
 
 import transformers_viq  # noqa: F401  (registers the Auto classes)

@@ -1,6 +1,6 @@
 """The README's demo runs end to end on the committed smoke checkpoint and bundled samples."""
 
-import sys
+import runpy
 from pathlib import Path
 
 import torch
@@ -9,13 +9,11 @@ from transformers_viq import ViQCodes
 
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
 
 
 def test_demo_writes_codes_and_report(tmp_path, capsys):
-    import demo
-
-    demo.main(["--output-dir", str(tmp_path)])
+    demo = runpy.run_path(str(REPO / "examples" / "demo.py"), run_name="demo")
+    demo["main"](["--output-dir", str(tmp_path)])
     codes = ViQCodes.load(tmp_path / "codes.safetensors")
     samples = sorted((REPO / "assets" / "samples").glob("*.png"))
     assert codes.num_images == len(samples) >= 3

@@ -23,11 +23,18 @@ TINY = str(REPO / "examples" / "tiny-viq")
 SAMPLES = sorted((REPO / "assets" / "samples").glob("*.png"))
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", REPO / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def load_script(monkeypatch):
+    """Import an eval script as a module, as `python eval/<name>.py` would run it (its folder on the path)."""
+    monkeypatch.syspath_prepend(str(REPO / "eval"))
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"eval_{name}", REPO / "eval" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture
@@ -123,7 +130,7 @@ def test_bits_per_pixel():
 
 
 # ---- eval/compression.py ---------------------------------------------------------------------------------------
-def test_compression_report_on_two_small_images(two_images, tmp_path, capsys):
+def test_compression_report_on_two_small_images(two_images, tmp_path, capsys, load_script):
     compression = load_script("compression")
     out = tmp_path / "report"
     argv = ["--images", str(two_images), "--model", TINY, "--device", "cpu", "--max-pixels", str(96 * 96),
@@ -159,7 +166,7 @@ def test_compression_report_on_two_small_images(two_images, tmp_path, capsys):
 
 
 # ---- eval/reconstruction.py ------------------------------------------------------------------------------------
-def test_reconstruction_folder_reports_psnr_ssim_and_skips_rfid(two_images, tmp_path, capsys):
+def test_reconstruction_folder_reports_psnr_ssim_and_skips_rfid(two_images, tmp_path, capsys, load_script):
     reconstruction = load_script("reconstruction")
     out = tmp_path / "recon"
     argv = ["--images", str(two_images), "--model", TINY, "--device", "cpu", "--resolution", "64", "--quiet",
@@ -175,7 +182,7 @@ def test_reconstruction_folder_reports_psnr_ssim_and_skips_rfid(two_images, tmp_
     assert (out / "per_image.csv").exists() and (out / "example_001.png").exists()
 
 
-def test_resize_center_crop_protocol():
+def test_resize_center_crop_protocol(load_script):
     reconstruction = load_script("reconstruction")
     wide = np.zeros((100, 300, 3), np.uint8)
     wide[:, 140:160] = 255  # a bar in the centre stays in the centre
@@ -193,8 +200,8 @@ class FakeInception(torch.nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), x[:, :, ::2, ::2].mean(dim=(2, 3))], dim=1)
 
 
-def test_reconstruction_dataset_with_inception_weights_reports_rfid(tmp_path, capsys):
-    datasets = pytest.importorskip("datasets")
+def test_reconstruction_dataset_with_inception_weights_reports_rfid(tmp_path, capsys, load_script):
+    import datasets
     reconstruction = load_script("reconstruction")
     weights = tmp_path / "inception.pt"
     with warnings.catch_warnings():
@@ -214,7 +221,7 @@ def test_reconstruction_dataset_with_inception_weights_reports_rfid(tmp_path, ca
     assert result["rfid"] is not None and result["rfid"] > -1e-6
 
 
-def test_reconstruction_says_why_unusable_weights_are_skipped(two_images, tmp_path, capsys):
+def test_reconstruction_says_why_unusable_weights_are_skipped(two_images, tmp_path, capsys, load_script):
     reconstruction = load_script("reconstruction")
     bad = tmp_path / "not_inception.pt"
     bad.write_bytes(b"not a torchscript file")

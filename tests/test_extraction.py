@@ -11,12 +11,13 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers_viq.testing import tiny_config
 from PIL import Image
 
 from transformers_viq import ViQImageProcessor, ViQModel, extract_codes, load_code_dataset
 from transformers_viq.cli import EXIT_OK, EXIT_USAGE, main
 from transformers_viq.extraction import METADATA_FILE
+from transformers_viq.testing import tiny_config
+
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "examples" / "tiny-viq")

@@ -407,6 +407,9 @@ class TestErrors:
         with pytest.raises(ValueError, match="dtype int32"):
             ViQImageProcessor()(images=np.zeros((16, 16, 3), dtype=np.int32))
         with pytest.raises(ValueError, match="Unsupported image type"):
+            ViQImageProcessor()(images=[3.5])
+        # a `datasets` image dict is read from its bytes or path; one with neither is named
+        with pytest.raises(ValueError, match="Image 0 .*neither bytes nor a path"):
             ViQImageProcessor()(images=[{"not": "an image"}])
 
     def test_corrupt_file_names_path(self, tmp_path):

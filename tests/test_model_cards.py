@@ -10,9 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers_viq.testing import make_tiny_model, tiny_config
 from huggingface_hub import ModelCard
-from transformers_viq.testing import IMAGE_PAD_ID, qwen_tokenizer
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
 
 from transformers_viq import (
@@ -22,11 +20,12 @@ from transformers_viq import (
     ViQImageProcessor,
     ViQProcessor,
     ViQQwenConfig,
+    model_cards,
     push_to_hub_with_card,
     render_tokenizer_card,
     render_vlm_card,
 )
-from transformers_viq import model_cards
+from transformers_viq.testing import IMAGE_PAD_ID, make_tiny_model, qwen_tokenizer, tiny_config
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -7,12 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers_viq.testing import make_tiny_model, tiny_config
-
 from transformers import AutoModel
 
 from transformers_viq import FiniteScalarQuantizer, ViQImageProcessor, ViQModel
 from transformers_viq.modeling_viq import ViQGoldenGateRotaryEmbedding, ViQVisionEmbeddings
+from transformers_viq.testing import make_tiny_model, tiny_config
 
 
 def random_images(seed=0, sizes=((48, 80), (32, 32), (64, 16))):

@@ -104,7 +104,8 @@ def test_mismatch_and_input_errors(vlm):
     with pytest.raises(ValueError, match="even patch grid, got 3x3.*size_divisor=32"):
         vlm(input_ids=torch.tensor([[1, 2]]), **odd)
     with pytest.raises(ValueError, match="Image 0 has code 15360"):
-        vlm(input_ids=torch.tensor([good]), image_codes=torch.full_like(codes, 15360), image_grid_hw=inputs["image_grid_hw"])
+        vlm(input_ids=torch.tensor([good]), image_codes=torch.full_like(codes, 15360),
+            image_grid_hw=inputs["image_grid_hw"])
 
 
 def test_generate_from_pixels_and_from_codes(vlm):
@@ -175,7 +176,8 @@ def test_build_from_a_viq_tokenizer_and_a_qwen_checkpoint(tmp_path):
     model.save_pretrained(tmp_path / "vlm")
     reloaded = ViQForConditionalGeneration.from_pretrained(tmp_path / "vlm").eval()
     assert reloaded.model.vision_tower.vae is None
-    torch.testing.assert_close(reloaded(input_ids=input_ids, **inputs).logits, model(input_ids=input_ids, **inputs).logits)
+    expected = model(input_ids=input_ids, **inputs).logits
+    torch.testing.assert_close(reloaded(input_ids=input_ids, **inputs).logits, expected)
     # text-only behaviour is the Qwen checkpoint's
     text = torch.tensor([[1, 2, 3, 4]])
     torch.testing.assert_close(model(input_ids=text).logits, qwen(input_ids=text).logits)

@@ -2,9 +2,9 @@
 
 The fixtures under `tests/fixtures/parity/` were produced by running the authors' inference code on CPU in fp32 (a
 torch-SDPA stand-in for flash-attn) on deterministic random-weight checkpoints in the published layout, made by
-`reference_checkpoint.make_reference_state_dict`, and on real photographs (`assets/samples/`) at their native sizes (no resize; one has
-sides that are not multiples of 16). `manifest.json` there records how. Here the same checkpoints are rebuilt and loaded
-through this package's key table, and its outputs are compared:
+`reference_checkpoint.make_reference_state_dict`, and on real photographs (`assets/samples/`) at their native
+sizes (no resize; one has sides that are not multiples of 16). `manifest.json` there records how. Here the same
+checkpoints are rebuilt and loaded through this package's key table, and its outputs are compared:
 
 * codes: identical for >= 99.9% of them (a code may flip only where a value sits on a rounding boundary),
 * pooled embedding, features and latents: within float tolerance (atol 1e-4, rtol 1e-4 at fp32); the values the
@@ -24,10 +24,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
-from transformers_viq.convert_viq_original_to_hf import convert_original_state_dict
+from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,11 +44,8 @@ def build_model(case: dict) -> ViQModel:
     size = {15360: "16k", 64000: "64k"}[case["codebook_size"]]
     config = ViQConfig.from_preset(size, vision_config={"num_hidden_layers": case["num_layers"]})
     original = make_reference_state_dict(levels, num_layers=case["num_layers"], seed=case["seed"])
-    state_dict = convert_original_state_dict(original, config)
+    model = ViQModel.from_original_state_dict(original, config, dtype=torch.float32).eval()
     del original
-    gc.collect()
-    model = ViQModel.from_pretrained(None, config=config, state_dict=state_dict).eval()
-    del state_dict
     gc.collect()
     return model
 
@@ -75,8 +71,8 @@ def check_case(name: str, check_decoding: bool = True) -> dict:
         agreement.append(float((image_codes.numpy() == expected).mean()))
         np.testing.assert_allclose(values[index].numpy(), reference[f"project_in_{index}"], rtol=QUANTIZER_TOL,
                                    atol=QUANTIZER_TOL)  # fmt: skip
-        np.testing.assert_allclose(image_features[:4].numpy(), reference[f"features_head_{index}"], rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(image_features[-4:].numpy(), reference[f"features_tail_{index}"], rtol=RTOL, atol=ATOL)
+        for part, rows in (("head", image_features[:4]), ("tail", image_features[-4:])):
+            np.testing.assert_allclose(rows.numpy(), reference[f"features_{part}_{index}"], rtol=RTOL, atol=ATOL)
         assert image_features.std().item() == pytest.approx(float(reference["features_std"][index]), rel=1e-4)
     total = sum(c.numel() for c in codes)
     overall = sum(a * c.numel() for a, c in zip(agreement, codes)) / total

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from transformers_viq import ViQForConditionalGeneration, ViQImageProcessor, ViQProcessor, get_num_image_tokens
 from transformers_viq.testing import IMAGE_PAD_ID, make_tiny_vlm, qwen_tokenizer
 from transformers_viq.training import ViQCodesCollator, freeze
-
 
 
 def tiny_vlm(tokenizer) -> ViQForConditionalGeneration:
@@ -53,8 +53,9 @@ def test_sft_trainer_on_codes_trains_and_images_reach_the_llm(tmp_path):
     assert result.global_step == 4 and np.isfinite(result.training_loss)
     # the projector only gets a gradient through the image embeddings merged into the text: had the base model
     # skipped the merge (or had the codes been dropped on the way), it would be unchanged
-    changed = [n for n, p in model.model.projector.named_parameters() if not torch.equal(p.detach(), projector_before[n])]
-    assert set(changed) == set(projector_before), f"projector parameters left unchanged: {set(projector_before) - set(changed)}"
+    projector = model.model.projector.named_parameters()
+    changed = {n for n, p in projector if not torch.equal(p.detach(), projector_before[n])}
+    assert changed == set(projector_before), f"projector parameters left unchanged: {set(projector_before) - changed}"
     assert torch.equal(model.model.vision_tower.code_embedder.merge.fc1.weight, vision_before)  # frozen
     # and the trained model generates from codes
     batch = collator([dataset[0]])

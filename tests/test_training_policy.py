@@ -81,8 +81,8 @@ def test_lora_adapts_the_llm_and_keeps_the_projector_trainable_and_saved(tmp_pat
 
 
 def test_calibrate_quantizer_spreads_the_fsq_inputs():
-    from transformers_viq.testing import calibration_images, spread_weights, tiny_config
     from transformers_viq import ViQModel
+    from transformers_viq.testing import calibration_images, spread_weights, tiny_config
 
     torch.manual_seed(0)
     model = spread_weights(ViQModel(tiny_config())).eval()

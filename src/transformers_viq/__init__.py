@@ -2,21 +2,75 @@
 """transformers-viq: the ViQ visual tokenizer as a Hugging Face transformers model.
 
 Importing the package registers ViQ with transformers' Auto classes (`AutoConfig`, `AutoModel`,
-`AutoImageProcessor`, `AutoModelForImageTextToText`, `AutoModelForCausalLM`, `AutoProcessor`).
+`AutoImageProcessor`, `AutoModelForImageTextToText`, `AutoModelForCausalLM`, `AutoProcessor`). Everything else loads
+on first use: `transformers_viq.extract_codes` imports the extraction module (and `datasets`) only when touched, so
+`import transformers_viq` stays as light as transformers' own model classes.
+
+Layout (one line per module; imports flow leaves -> models -> services -> faces):
+
+    leaves    fsq, configuration_viq, configuration_viq_qwen, original_checkpoint (the authors' layout),
+              validation (codes, grids, pixels), image_io (reading images), codes_io (codes files),
+              file_utils (atomic writes), logging_utils (the package logger, progress bars), metrics
+    models    modeling_viq, modeling_viq_qwen, image_processing_viq, processing_viq
+    services  pipeline (load/encode/decode/reconstruct), visualization (pictures), extraction (code datasets),
+              model_cards (cards, presets, Hub push), training/ (training policy), integrations/ (lmms-eval)
+    faces     cli (`viq`), convert_viq_original_to_hf (the converter script)
 """
 
-from .codes_io import ViQCodes
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
-from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
-from .extraction import ExtractionResult, extract_codes, load_code_dataset
-from .fsq import FiniteScalarQuantizer
-from .image_processing_viq import ViQImageProcessor
-from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
-from .modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
-from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel, ViQQwenPreTrainedModel
-from .processing_viq import ViQProcessor
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .lazy import attach
+
 
 __version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_EXPORTS = {
+    "FSQ_LEVEL_PRESETS": "configuration_viq",
+    "ViQConfig": "configuration_viq",
+    "ViQVisionConfig": "configuration_viq",
+    "ViQQwenConfig": "configuration_viq_qwen",
+    "get_num_image_tokens": "configuration_viq_qwen",
+    "FiniteScalarQuantizer": "fsq",
+    "ViQEncoderOutput": "modeling_viq",
+    "ViQModel": "modeling_viq",
+    "ViQPreTrainedModel": "modeling_viq",
+    "ViQForConditionalGeneration": "modeling_viq_qwen",
+    "ViQQwenModel": "modeling_viq_qwen",
+    "ViQQwenPreTrainedModel": "modeling_viq_qwen",
+    "ViQImageProcessor": "image_processing_viq",
+    "ViQProcessor": "processing_viq",
+    "ViQCodes": "codes_io",
+    "IncompatibleCodebookError": "validation",
+    "ViQPipeline": "pipeline",
+    "ExtractionResult": "extraction",
+    "extract_codes": "extraction",
+    "load_code_dataset": "extraction",
+    "push_to_hub_with_card": "model_cards",
+    "render_tokenizer_card": "model_cards",
+    "render_vlm_card": "model_cards",
+    "language_model_lora_config": "training.lora",
+}
+
+if TYPE_CHECKING:
+    from .codes_io import ViQCodes
+    from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
+    from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
+    from .extraction import ExtractionResult, extract_codes, load_code_dataset
+    from .fsq import FiniteScalarQuantizer
+    from .image_processing_viq import ViQImageProcessor
+    from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
+    from .modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
+    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel, ViQQwenPreTrainedModel
+    from .pipeline import ViQPipeline
+    from .processing_viq import ViQProcessor
+    from .training.lora import language_model_lora_config
+    from .validation import IncompatibleCodebookError
+
+
+__getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 
 def register_auto_classes() -> None:
@@ -29,6 +83,13 @@ def register_auto_classes() -> None:
         AutoModelForImageTextToText,
         AutoProcessor,
     )
+
+    from .configuration_viq import ViQConfig, ViQVisionConfig
+    from .configuration_viq_qwen import ViQQwenConfig
+    from .image_processing_viq import ViQImageProcessor
+    from .modeling_viq import ViQModel
+    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
+    from .processing_viq import ViQProcessor
 
     AutoConfig.register(ViQConfig.model_type, ViQConfig, exist_ok=True)
     AutoConfig.register(ViQVisionConfig.model_type, ViQVisionConfig, exist_ok=True)
@@ -44,15 +105,17 @@ def register_auto_classes() -> None:
 register_auto_classes()
 
 __all__ = [
-    "FSQ_LEVEL_PRESETS",
     "ExtractionResult",
+    "FSQ_LEVEL_PRESETS",
     "FiniteScalarQuantizer",
+    "IncompatibleCodebookError",
     "ViQCodes",
     "ViQConfig",
     "ViQEncoderOutput",
     "ViQForConditionalGeneration",
     "ViQImageProcessor",
     "ViQModel",
+    "ViQPipeline",
     "ViQPreTrainedModel",
     "ViQProcessor",
     "ViQQwenConfig",
@@ -61,6 +124,7 @@ __all__ = [
     "ViQVisionConfig",
     "extract_codes",
     "get_num_image_tokens",
+    "language_model_lora_config",
     "load_code_dataset",
     "push_to_hub_with_card",
     "register_auto_classes",

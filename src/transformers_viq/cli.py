@@ -1,5 +1,6 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""The `viq` command line: images to codes files, codes files to images, reconstructions with numbers, conversion.
+"""The `viq` command line: argument parsing, the commands and their exit codes. The work is done by the library
+(`transformers_viq.pipeline`, `.visualization`, `.extraction`, the converter script).
 
     viq encode IMAGE... -o codes.safetensors      images -> one codes file (see `transformers_viq.codes_io`)
     viq decode codes.safetensors -o DIR           codes file -> one PNG per image
@@ -8,30 +9,23 @@
     viq extract DATASET -o DIR                    a `datasets` dataset of images -> Parquet shards of codes
 
 Also `python -m transformers_viq.cli ...`. Run `viq --help` or `viq COMMAND --help` for the options and exit codes.
-
-The helpers below (`load_model`, `load_rgb`, `fed_image`, `reconstruct`, ...) are public: the evaluation scripts under
-`eval/` use them, so that the command line and the reports measure exactly the same pipeline.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
-import re
 import sys
-import tempfile
 import textwrap
-from dataclasses import dataclass, field
+import traceback
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
 from .configuration_viq import FSQ_LEVEL_PRESETS
+from .logging_utils import one_line
+from .original_checkpoint import AUTHORS_REPO
 
-DEFAULT_MODEL = "XuminYu/ViQ_weights"
+
+DEFAULT_MODEL = AUTHORS_REPO
 DEFAULT_SIZE = "16k"
 SIZES = tuple(FSQ_LEVEL_PRESETS)
 
@@ -47,10 +41,10 @@ exit codes:
   {EXIT_RUNTIME}    runtime or model error (the model cannot be loaded or run, out of memory, conversion failed)
   {EXIT_USAGE}    usage error or bad input: a bad option, a missing file, an unreadable image, a file that
        is not a ViQ codes file
-  {EXIT_INCOMPATIBLE}    the codes file was made with a different codebook than the model (decode refuses it)
+  {EXIT_INCOMPATIBLE}    the codes were made with a different codebook than the model (decode/extract refuse them)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 
-Errors are one line on stderr, `viq: error: ...`; pass --debug for the traceback."""
+Errors are one line on stderr, `viq: error: ...`; --debug adds the traceback (the exit code stays the same)."""
 
 MODEL_HELP = (
     f"model: a folder or Hub repo in HF format (config.json + safetensors), or the authors' published layout with "
@@ -67,13 +61,14 @@ class CLIError(Exception):
         self.code = code
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return " ".join(text.split("\n")[0].split())
+
+def _say(args, text: str) -> None:
+    if not args.quiet:
+        print(text)
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Images
+# Checks before any model loads
 # ------------------------------------------------------------------------------------------------------------------
 def check_input_files(paths) -> list[Path]:
     """Every path must be an existing file (raises `CLIError` with exit code 2 otherwise)."""
@@ -88,82 +83,17 @@ def check_input_files(paths) -> list[Path]:
     return checked
 
 
-def check_images_readable(paths) -> None:
-    """Cheap check before any model loads: each file is identified by Pillow as an image (header only)."""
+def check_images(paths) -> list[Path]:
+    """Existing files that Pillow identifies as images (header only): a bad file fails before the model loads."""
+    from .image_io import check_image_file
+
+    paths = check_input_files(paths)
     for path in paths:
         try:
-            with Image.open(path):  # opening parses the header: enough to reject what is not an image
-                pass
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise CLIError(f"cannot read image {path}: {_one_line(error)}", EXIT_USAGE) from None
-
-
-def run_script(prog: str, parser: argparse.ArgumentParser, run, argv: list[str] | None = None) -> int:
-    """Entry point of the eval scripts: parse, run, and turn a `CLIError` into one stderr line and its exit code."""
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except CLIError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return error.code
-    return EXIT_OK
-
-
-def _finite_or_null(value):
-    """`value` with every non-finite float replaced by `None` (JSON has no infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite_or_null(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(item) for item in value]
-    return value
-
-
-def pil_to_rgb(image: Image.Image) -> np.ndarray:
-    """
-    A PIL image as `uint8` RGB `(height, width, 3)` for pictures and metrics, decoded by the image processor (EXIF
-    orientation, transparency on white, range checks: out-of-range 16-bit or float images raise, nothing is clipped);
-    16-bit and float sources are rounded to 8 bits here only. Encoding reads the files itself at full precision.
-    """
-    from .image_processing_viq import ViQImageProcessor
-
-    decoded = ViQImageProcessor().decode_image(image)
-    if decoded.dtype != np.uint8:
-        decoded = np.round(decoded * 255).astype(np.uint8)
-    return np.ascontiguousarray(decoded.transpose(1, 2, 0))
-
-
-def load_rgb(path) -> np.ndarray:
-    """Read an image file with [`pil_to_rgb`]; raises `CLIError` (exit code 2) for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"no such file: {path}", EXIT_USAGE)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            array = pil_to_rgb(image)
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
-        raise CLIError(f"cannot read image {path}: {_one_line(error)}", EXIT_USAGE) from None
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise CLIError(f"cannot read image {path}: it is empty", EXIT_USAGE)
-    return array
-
-
-def fed_size(processor, height: int, width: int) -> tuple[int, int]:
-    """The size `(height, width)` the processor feeds to the model for an input of this size, before padding."""
-    if processor.do_resize:
-        return processor.get_resized_size(height, width)
-    return height, width
-
-
-def fed_image(processor, array: np.ndarray) -> np.ndarray:
-    """The `uint8` image as the model sees it (resized like the processor does, before normalisation and padding)."""
-    height, width = fed_size(processor, *array.shape[:2])
-    if (height, width) == array.shape[:2]:
-        return array
-    resized = processor.resize(np.ascontiguousarray(array.transpose(2, 0, 1)), (height, width))
-    return np.ascontiguousarray(resized.transpose(1, 2, 0))
+            check_image_file(path)
+        except ValueError as error:
+            raise CLIError(f"cannot read image {path}: {one_line(error)}", EXIT_USAGE) from None
+    return paths
 
 
 def unique_stems(names) -> list[str]:
@@ -178,402 +108,46 @@ def unique_stems(names) -> list[str]:
     return stems
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Model
-# ------------------------------------------------------------------------------------------------------------------
-def resolve_device(device: str) -> str:
-    import torch
+def _load(args, model: str | None = None, size: str | None = None, preprocess: bool = True):
+    """The pipeline for the command's `--model/--size/--device/--dtype` (and preprocessing options)."""
+    from .pipeline import ModelLoadError, ViQPipeline
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CLIError(f"--device {device}: CUDA is not available on this machine (use --device cpu)", EXIT_USAGE)
-    return device
-
-
-def resolve_model(model: str | None, size: str | None) -> tuple[str, str | None]:
-    """
-    `(model, size)` to load: `--size` selects the authors' layout; without it, a folder with `config.json` (or any Hub
-    repo other than the authors') is read in HF format, and the authors' repo or a local folder in their layout
-    defaults to size 16k.
-    """
-    if model is None:
-        return DEFAULT_MODEL, size or DEFAULT_SIZE
-    if size is None:
-        if model == DEFAULT_MODEL:
-            return model, DEFAULT_SIZE
-        if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "config.json")):
-            return model, DEFAULT_SIZE
-    return model, size
-
-
-def looks_like_path(model: str) -> bool:
-    """A local path rather than a Hub id (`owner/name`)."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
-
-
-def check_model_path(model: str) -> None:
-    if looks_like_path(model) and not os.path.isdir(os.path.expanduser(model)):
-        raise CLIError(f"no such model folder: {model}", EXIT_USAGE)
-
-
-def load_config(model: str, size: str | None):
-    """The `ViQConfig` of a model without loading its weights."""
-    from . import ViQConfig
-
-    if size is not None:
-        return ViQConfig.from_preset(size)
-    return ViQConfig.from_pretrained(model)
-
-
-def load_model(
-    model: str | None = None,
-    size: str | None = None,
-    device: str = "auto",
-    dtype: str = "float32",
-    max_pixels: int | None = None,
-    do_resize: bool = True,
-):
-    """
-    Load a ViQ model and its image processor for inference. Returns `(model, processor, model_id, size)`.
-
-    An HF-format folder/repo brings its `preprocessor_config.json` (if any); the authors' layout uses the default
-    processor. `max_pixels` and `do_resize` override the processor's settings.
-    """
-    import torch
-
-    from . import ViQImageProcessor, ViQModel
-
-    model_id, size = resolve_model(model, size)
-    check_model_path(model_id)
-    device = resolve_device(device)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    options = {}
+    if preprocess:
+        options = {"max_pixels": args.max_pixels, "do_resize": not args.no_resize}
     try:
-        viq = ViQModel.from_pretrained(model_id, viq_size=size, dtype=torch_dtype)
-    except Exception as error:  # hub errors, missing files, bad configs: one line
-        where = f"{model_id}" + (f" (size {size})" if size else "")
-        raise CLIError(f"cannot load model {where}: {_one_line(error)}", EXIT_RUNTIME) from error
-    viq = viq.to(device).eval()
-    overrides = {"do_resize": do_resize}
-    if max_pixels is not None:
-        overrides["max_pixels"] = int(max_pixels)
-    processor = None
-    has_own = size is None and not (
-        os.path.isdir(model_id) and not os.path.isfile(os.path.join(model_id, "preprocessor_config.json"))
-    )
-    if has_own:
-        try:
-            processor = ViQImageProcessor.from_pretrained(model_id, **overrides)
-        except (OSError, ValueError) as error:
-            if "preprocessor_config.json" not in str(error) or "does not appear to have" not in str(error):
-                raise CLIError(f"cannot load the image processor of {model_id}: {_one_line(error)}", EXIT_RUNTIME) from error
-    if processor is None:  # no processor saved with the model (e.g. the authors' layout): the defaults
-        processor = ViQImageProcessor(**overrides)
-    return viq, processor, model_id, size
-
-
-def _progress(iterable, total: int, quiet: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="img", disable=quiet or not sys.stderr.isatty(), leave=False)
-
-
-def _batches(items: list, batch_size: int):
-    for start in range(0, len(items), batch_size):
-        yield items[start : start + batch_size]
-
-
-def encode_arrays(viq, processor, arrays: list[np.ndarray], names: list[str] | None = None):
-    """Encode `uint8` RGB arrays in one packed call: `(codes (cpu long), image_grid_hw (cpu long))`."""
-    device = next(viq.parameters()).device
-    try:
-        inputs = processor(images=arrays, return_tensors="pt")
-    except ValueError as error:
-        names = names or [f"image {index}" for index in range(len(arrays))]
-        for name, array in zip(names, arrays):  # find the image at fault, to name it
-            try:
-                processor(images=[array])
-            except ValueError as single:
-                message = re.sub(r"^Image 0 \(ndarray of shape \([^)]*\), dtype \w+\): ", "", _one_line(single))
-                raise CLIError(f"{name}: {message}", EXIT_USAGE) from single
-        raise CLIError(_one_line(error), EXIT_USAGE) from error
-    out = viq.encode(inputs["pixel_values"].to(device), inputs["image_grid_hw"].to(device), return_pooler_output=False)
-    return out.image_codes.cpu(), out.image_grid_hw.cpu()
-
-
-def decode_codes(viq, processor, codes, grid_hw, sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
-    """Codes of one or more images -> `uint8` RGB arrays, cropped to `sizes` (the fed sizes) where given."""
-    device = next(viq.parameters()).device
-    decoded = viq.decode(codes.to(device), grid_hw.to(device))
-    arrays = processor.postprocess(decoded, return_tensors="np")
-    if sizes is not None:
-        arrays = [array[:height, :width] for array, (height, width) in zip(arrays, sizes)]
-    return arrays
-
-
-@dataclass
-class Reconstruction:
-    """One image through encode -> decode, with the image the model saw."""
-
-    name: str
-    original: np.ndarray  # uint8 (H, W, 3) as fed to the model (resized, not padded)
-    reconstruction: np.ndarray  # uint8, same shape
-    codes: np.ndarray  # int64 (4 * h * w,)
-    grid_hw: tuple[int, int]
-    source_size: tuple[int, int]  # (height, width) of the file
-    extra: dict = field(default_factory=dict)
-
-
-def reconstruct(
-    viq, processor, items, batch_size: int = 4, quiet: bool = True, desc: str = "reconstruct", total: int | None = None
-):
-    """
-    Encode and decode images in packed batches of `batch_size`. `items` is any iterable (read lazily) of paths or of
-    `(name, uint8 array or path)` pairs. Yields [`Reconstruction`]s in input order.
-    """
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)
-    bar = _progress(None, total, quiet, desc)
-
-    def run(batch):
-        arrays = [load_rgb(source) if isinstance(source, (str, os.PathLike)) else source for _, source in batch]
-        codes, grid = encode_arrays(viq, processor, arrays, [name for name, _ in batch])
-        fed = [fed_image(processor, array) for array in arrays]
-        recon = decode_codes(viq, processor, codes, grid, [image.shape[:2] for image in fed])
-        counts = (4 * grid[:, 0] * grid[:, 1]).tolist()
-        for (name, _), array, image, output, image_codes, hw in zip(
-            batch, arrays, fed, recon, codes.split(counts), grid.tolist()
-        ):
-            yield Reconstruction(name, image, output, image_codes.numpy(), tuple(hw), tuple(array.shape[:2]))
-        bar.update(len(batch))
-
-    try:
-        batch = []
-        for item in items:
-            batch.append((Path(item).name, item) if isinstance(item, (str, os.PathLike)) else tuple(item))
-            if len(batch) == max(1, batch_size):
-                yield from run(batch)
-                batch = []
-        if batch:
-            yield from run(batch)
-    finally:
-        bar.close()
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Numbers and pictures for one reconstruction
-# ------------------------------------------------------------------------------------------------------------------
-def reconstruction_numbers(item: Reconstruction, codebook_size: int) -> dict:
-    """bpp, byte sizes (codes, raw RGB, PNG and JPEG q90 of the fed original), PSNR and SSIM of one reconstruction."""
-    from . import metrics
-
-    height, width = item.original.shape[:2]
-    pixels = height * width
-    bits = metrics.bits_per_code(codebook_size)
-    num_codes = int(item.codes.size)
-    psnr = metrics.psnr(item.original, item.reconstruction)
-    return {
-        "name": item.name,
-        "source_height": item.source_size[0],
-        "source_width": item.source_size[1],
-        "height": height,
-        "width": width,
-        "grid_h": item.grid_hw[0],
-        "grid_w": item.grid_hw[1],
-        "num_codes": num_codes,
-        "codebook_size": codebook_size,
-        "bits_per_code": bits,
-        "bpp": num_codes * bits / pixels,
-        "bpp_uint16": num_codes * 16 / pixels,
-        "code_bytes_packed": math.ceil(num_codes * bits / 8),
-        "code_bytes_uint16": 2 * num_codes,
-        "raw_rgb_bytes": 3 * pixels,
-        "png_bytes": metrics.png_bytes(item.original),
-        "jpeg90_bytes": metrics.jpeg_bytes(item.original, 90),
-        "psnr": psnr,
-        "ssim": metrics.ssim(item.original, item.reconstruction),
-    }
-
-
-def font(size: int = 14):
-    """Pillow's default font at `size` points (a bitmap font where Pillow has no FreeType)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ValueError, OSError):
-        return ImageFont.load_default()
-
-
-def _ratio(big: int, small: int) -> str:
-    return f"{big / small:,.1f}x" if small else "-"
-
-
-def numbers_text(numbers: dict, model_id: str | None = None) -> list[str]:
-    """The text panel of a side-by-side picture; fields separated by tabs are drawn as aligned columns."""
-    psnr = numbers["psnr"]
-    packed = numbers["code_bytes_packed"]
-    fed = f"{numbers['width']}x{numbers['height']} px as fed"
-    if (numbers["source_height"], numbers["source_width"]) != (numbers["height"], numbers["width"]):
-        fed += f" (file {numbers['source_width']}x{numbers['source_height']})"
-    lines = [
-        numbers["name"],
-        fed,
-        f"grid {numbers['grid_h']}x{numbers['grid_w']} patches, {numbers['num_codes']:,} codes",
-        f"codebook {numbers['codebook_size']:,} codes, {numbers['bits_per_code']} bits/code",
-        "",
-        f"bits per pixel\t{numbers['bpp']:.4f}",
-        f"bits per pixel, uint16\t{numbers['bpp_uint16']:.4f}",
-        "",
-        "bytes\t\tvs codes",
-        f"codes, bit-packed\t{packed:,}\t1x",
-        f"codes, uint16\t{numbers['code_bytes_uint16']:,}\t{_ratio(numbers['code_bytes_uint16'], packed)}",
-        f"raw RGB\t{numbers['raw_rgb_bytes']:,}\t{_ratio(numbers['raw_rgb_bytes'], packed)}",
-        f"PNG of original\t{numbers['png_bytes']:,}\t{_ratio(numbers['png_bytes'], packed)}",
-        f"JPEG q90 of original\t{numbers['jpeg90_bytes']:,}\t{_ratio(numbers['jpeg90_bytes'], packed)}",
-        "",
-        "PSNR\t" + ("inf" if math.isinf(psnr) else f"{psnr:.2f} dB"),
-        f"SSIM\t{numbers['ssim']:.4f}",
-    ]
-    if model_id:
-        lines += ["", f"model: {model_id}"]
-    return lines
-
-
-def _text_size(draw: ImageDraw.ImageDraw, text: str, text_font) -> tuple[int, int]:
-    left, top, right, bottom = draw.textbbox((0, 0), text or " ", font=text_font)
-    return right - left, bottom - top
-
-
-def draw_text_block(
-    draw, origin: tuple[int, int], lines: list[str], text_font, line_height: int, gap: int = 14, render: bool = True
-):
-    """
-    Draw lines at `origin`; a line `label<TAB>value<TAB>note` is drawn in columns (value right-aligned). Returns the
-    block's `(width, height)`.
-    """
-    rows = [line.split("\t") for line in lines]
-    label_width = max((_text_size(draw, r[0], text_font)[0] for r in rows if len(r) > 1), default=0)
-    value_width = max((_text_size(draw, r[1], text_font)[0] for r in rows if len(r) > 1), default=0)
-    note_width = max((_text_size(draw, r[2], text_font)[0] for r in rows if len(r) > 2), default=0)
-    plain_width = max((_text_size(draw, r[0], text_font)[0] for r in rows if len(r) == 1), default=0)
-    x, y = origin
-    for index, row in enumerate(rows if render else []):
-        top = y + index * line_height
-        if len(row) == 1:
-            if row[0]:
-                draw.text((x, top), row[0], fill="black", font=text_font)
-            continue
-        draw.text((x, top), row[0], fill="black", font=text_font)
-        value_right = x + label_width + gap + value_width
-        if row[1]:
-            draw.text(
-                (value_right - _text_size(draw, row[1], text_font)[0], top), row[1], fill="black", font=text_font
-            )
-        if len(row) > 2 and row[2]:
-            draw.text((value_right + gap, top), row[2], fill=(90, 90, 90), font=text_font)
-    columns = label_width + gap + value_width + (gap + note_width if note_width else 0)
-    return max(plain_width, columns), line_height * len(rows)
-
-
-def side_by_side(
-    original: np.ndarray, reconstruction: np.ndarray, lines: list[str], font_size: int = 14, min_side: int = 192
-) -> Image.Image:
-    """
-    A PNG-ready picture: original | reconstruction | a text panel, captioned, on white. Images whose longer side is
-    under `min_side` pixels are shown enlarged by an integer factor (nearest neighbour, so pixels stay visible) and
-    the captions say so.
-    """
-    text_font = font(font_size)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    line_height = max(_text_size(probe, "Ag|", text_font)[1], font_size) + 5
-    margin = 12
-    caption_height = line_height + 2
-    panel_width, panel_height = draw_text_block(probe, (0, 0), lines, text_font, line_height, render=False)
-    height, width = original.shape[:2]
-    factor = max(1, math.ceil(min_side / max(height, width)))
-    shown = [Image.fromarray(array) for array in (original, reconstruction)]
-    if factor > 1:
-        shown = [image.resize((width * factor, height * factor), Image.Resampling.NEAREST) for image in shown]
-    captions = ["original", "reconstruction"]
-    if factor > 1:
-        captions = [f"{caption} (shown {factor}x)" for caption in captions]
-    column = max(width * factor, *(_text_size(probe, caption, text_font)[0] for caption in captions))
-    canvas_height = max(height * factor + caption_height, panel_height) + 2 * margin
-    canvas_width = 2 * column + panel_width + 6 * margin
-    canvas = Image.new("RGB", (canvas_width, canvas_height), "white")
-    draw = ImageDraw.Draw(canvas)
-    for index, (caption, image) in enumerate(zip(captions, shown)):
-        x = margin + index * (column + margin)
-        draw.text((x, margin), caption, fill="black", font=text_font)
-        canvas.paste(image, (x, margin + caption_height))
-    draw_text_block(draw, (2 * (column + margin) + 2 * margin, margin), lines, text_font, line_height)
-    return canvas
-
-
-def save_png(image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(path, format="PNG")
+        return ViQPipeline.from_pretrained(
+            model if model is not None else args.model,
+            size if size is not None else args.size,
+            device=args.device,
+            dtype=args.dtype,
+            **options,
+        )
+    except FileNotFoundError as error:
+        raise CLIError(one_line(error), EXIT_USAGE) from error
+    except ValueError as error:  # a bad --device or --size for this model
+        raise CLIError(one_line(error).replace("device '", "--device '"), EXIT_USAGE) from error
+    except ModelLoadError as error:
+        raise CLIError(str(error), EXIT_RUNTIME) from error
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Commands
 # ------------------------------------------------------------------------------------------------------------------
-def _say(args, text: str) -> None:
-    if not args.quiet:
-        print(text)
-
-
-def _load(args):
-    return load_model(args.model, args.size, args.device, args.dtype, args.max_pixels, not args.no_resize)
-
-
 def command_encode(args) -> int:
-    import torch
+    import math
 
-    from . import ViQCodes
-
-    paths = check_input_files(args.images)
-    check_images_readable(paths)
+    paths = check_images(args.images)
     output = Path(args.output)
     if output.is_dir():
         raise CLIError(f"-o {output} is a folder; give a file name such as codes.safetensors", EXIT_USAGE)
-    viq, processor, model_id, size = _load(args)
-    all_codes, all_grids, records = [], [], []
-    bar = _progress(None, len(paths), args.quiet, "encode")
+    pipe = _load(args)
     try:
-        for batch in _batches(paths, args.batch_size):
-            arrays = [load_rgb(path) for path in batch]  # readable? and the size fed to the model
-            # the processor reads the files itself, so 16-bit and float images keep their precision
-            codes, grid = encode_arrays(viq, processor, [str(path) for path in batch], [str(path) for path in batch])
-            all_codes.append(codes)
-            all_grids.append(grid)
-            for path, array in zip(batch, arrays):
-                height, width = fed_size(processor, *array.shape[:2])
-                records.append({"name": path.name, "height": int(height), "width": int(width)})
-            bar.update(len(batch))
-    finally:
-        bar.close()
-    # a local folder is recorded as an absolute path, so that `viq decode` finds it from any working directory
-    recorded = str(Path(model_id).expanduser().resolve()) if os.path.isdir(os.path.expanduser(model_id)) else model_id
-    codes = ViQCodes(
-        torch.cat(all_codes),
-        torch.cat(all_grids),
-        list(viq.config.fsq_levels),
-        model=recorded,
-        viq_size=size or getattr(viq.config, "preset", None),
-        images=records,
-    )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", delete=False) as handle:
-        temporary = handle.name
-    try:
-        codes.save(temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as a plain open() would have created it
-        os.replace(temporary, output)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        codes = pipe.encode([str(path) for path in paths], names=[path.name for path in paths],
+                            batch_size=args.batch_size, progress=not args.quiet)  # fmt: skip
+    except ValueError as error:
+        raise CLIError(one_line(error), EXIT_USAGE) from error
+    codes.save(output)
     bits = math.ceil(math.log2(codes.codebook_size))
     _say(
         args,
@@ -584,91 +158,73 @@ def command_encode(args) -> int:
 
 
 def command_decode(args) -> int:
-    import torch
+    import json
 
-    from . import ViQCodes
+    from .codes_io import ViQCodes
+    from .original_checkpoint import is_original_layout
+    from .pipeline import load_config, resolve_model
+    from .validation import IncompatibleCodebookError
+    from .visualization import save_png
 
     (path,) = check_input_files([args.codes])
     try:
         codes = ViQCodes.load(path)
     except (ValueError, KeyError, json.JSONDecodeError) as error:
-        raise CLIError(f"cannot read codes file {path}: {_one_line(error)}", EXIT_USAGE) from None
+        raise CLIError(f"cannot read codes file {path}: {one_line(error)}", EXIT_USAGE) from None
     model, size = args.model, args.size
-    if model is None and codes.model:  # the model that made the codes
+    recorded = args.model is None and codes.model is not None
+    if recorded:  # the model that made the codes
         model = codes.model
-        authors_layout = model == DEFAULT_MODEL or (
-            os.path.isdir(model) and not os.path.isfile(os.path.join(model, "config.json"))
-        )
-        if size is None and authors_layout:
+        if size is None and codes.viq_size and is_original_layout(model, codes.viq_size):
             size = codes.viq_size
-    model_id, size = resolve_model(model, size)
+    hint = f" (the model recorded in {path}; pass --model to use another copy)" if recorded else ""
     try:
-        check_model_path(model_id)
-    except CLIError as error:
-        if args.model is None and codes.model:
-            error.args = (f"{error} (the model recorded in {path}; pass --model to use another copy)",)
-        raise
-    try:
-        config = load_config(model_id, size)
-    except Exception as error:
-        hint = f" (the model recorded in {path}; pass --model to use another)" if args.model is None else ""
-        raise CLIError(
-            f"cannot load the config of model {model_id}: {_one_line(error)}{hint}", EXIT_RUNTIME
-        ) from error
+        model, size = resolve_model(model, size)
+        config = load_config(model, size)
+    except FileNotFoundError as error:
+        raise CLIError(f"{one_line(error)}{hint}", EXIT_USAGE) from error
+    except Exception as error:  # noqa: BLE001 - hub errors, bad configs: one line
+        raise CLIError(f"cannot load the config of model {model}: {one_line(error)}{hint}", EXIT_RUNTIME) from error
     try:
         codes.check_compatible(config)
-    except ValueError as error:
-        raise CLIError(f"{path}: {_one_line(error)}", EXIT_INCOMPATIBLE) from None
-    viq, processor, _, _ = load_model(model_id, size, args.device, args.dtype)
+    except IncompatibleCodebookError as error:
+        raise CLIError(f"{path}: {one_line(error)}", EXIT_INCOMPATIBLE) from None
+    pipe = _load(args, model, size, preprocess=False)
+    arrays = pipe.decode(codes, batch_size=args.batch_size, progress=not args.quiet)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    per_image = codes.split()
-    patch = codes.patch_size
     records = codes.images or [{"name": f"image-{index}.png"} for index in range(codes.num_images)]
     stems = unique_stems(record.get("name", f"image-{index}") for index, record in enumerate(records))
-    written = []
-    bar = _progress(None, codes.num_images, args.quiet, "decode")
-    try:
-        for batch in _batches(list(range(codes.num_images)), args.batch_size):
-            batch_codes = torch.cat([per_image[index] for index in batch])
-            grid = codes.image_grid_hw[batch]
-            sizes = []
-            for index in batch:
-                grid_h, grid_w = codes.image_grid_hw[index].tolist()
-                height = min(int(records[index].get("height", grid_h * patch)), grid_h * patch)
-                width = min(int(records[index].get("width", grid_w * patch)), grid_w * patch)
-                sizes.append((height, width))
-            for index, array in zip(batch, decode_codes(viq, processor, batch_codes, grid, sizes)):
-                target = output / f"{stems[index]}.png"
-                save_png(array, target)
-                written.append(target)
-            bar.update(len(batch))
-    finally:
-        bar.close()
-    _say(args, f"decoded {len(written)} image(s) -> {output}/")
+    for stem, array in zip(stems, arrays):
+        save_png(array, output / f"{stem}.png")
+    _say(args, f"decoded {len(arrays)} image(s) -> {output}/")
     return EXIT_OK
 
 
 def command_reconstruct(args) -> int:
-    paths = check_input_files(args.images)
-    check_images_readable(paths)
-    viq, processor, model_id, size = _load(args)
+    from .file_utils import write_json
+    from .pipeline import reconstruction_numbers
+    from .visualization import numbers_text, save_png, side_by_side
+
+    paths = check_images(args.images)
+    pipe = _load(args)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     stems = unique_stems(path.name for path in paths)
-    label = model_id + (f" ({size})" if size else "")
+    label = pipe.model_id + (f" ({pipe.viq_size})" if pipe.viq_size else "")
     rows = []
     items = [(path.name, path) for path in paths]
-    for stem, item in zip(stems, reconstruct(viq, processor, items, args.batch_size, args.quiet, "reconstruct")):
-        numbers = reconstruction_numbers(item, viq.config.codebook_size)
-        save_png(item.reconstruction, output / f"{stem}.png")
-        picture = side_by_side(item.original, item.reconstruction, numbers_text(numbers, label))
-        save_png(picture, output / f"{stem}_side_by_side.png")
-        numbers.update(reconstruction=f"{stem}.png", side_by_side=f"{stem}_side_by_side.png")
-        rows.append(numbers)
-    report = {"model": model_id, "viq_size": size, "images": rows}
-    # strict JSON: an exact reconstruction's infinite PSNR is written as null
-    (output / "metrics.json").write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False) + "\n")
+    try:
+        for stem, item in zip(stems, pipe.reconstruct(items, args.batch_size, progress=not args.quiet)):
+            numbers = reconstruction_numbers(item, pipe.codebook_size)
+            save_png(item.reconstruction, output / f"{stem}.png")
+            save_png(side_by_side(item.original, item.reconstruction, numbers_text(numbers, label)),
+                     output / f"{stem}_side_by_side.png")  # fmt: skip
+            numbers.update(reconstruction=f"{stem}.png", side_by_side=f"{stem}_side_by_side.png")
+            rows.append(numbers)
+    except ValueError as error:
+        raise CLIError(one_line(error), EXIT_USAGE) from error
+    write_json(output / "metrics.json", {"model": pipe.model_id, "viq_size": pipe.viq_size, "images": rows})
     if not args.quiet:
         print(
             f"{'image':<28} {'size':>11} {'bpp':>7} {'code B':>8} {'PNG B':>9} {'JPEG90 B':>9} {'PSNR':>7} {'SSIM':>6}"
@@ -684,33 +240,28 @@ def command_reconstruct(args) -> int:
 
 
 def command_convert(args) -> int:
-    from .convert_viq_original_to_hf import convert_viq_checkpoint
+    from . import convert_viq_original_to_hf as converter
+    from .pipeline import looks_like_path
 
-    source = args.source
-    check_model_path(source)
+    if looks_like_path(args.source) and not os.path.isdir(os.path.expanduser(args.source)):
+        raise CLIError(f"no such model folder: {args.source}", EXIT_USAGE)
     if args.check_image:
-        check_images_readable(check_input_files(args.check_image))
-    config = None
-    if args.config:
-        from . import ViQConfig
-
-        if not os.path.isdir(args.config):
-            check_input_files([args.config])
-        try:
-            config = ViQConfig.from_pretrained(args.config)
-        except Exception as error:
-            raise CLIError(f"cannot read config {args.config}: {_one_line(error)}", EXIT_USAGE) from None
+        check_images(args.check_image)
+    if args.config and not os.path.isdir(args.config):
+        check_input_files([args.config])
     try:
-        result = convert_viq_checkpoint(
-            source, args.size, args.output, check_images=args.check_image, push_to_hub=args.push_to_hub, config=config
-        )
+        result = converter.run(args)
     except FileNotFoundError as error:
-        raise CLIError(_one_line(error), EXIT_USAGE) from error
-    except Exception as error:
-        raise CLIError(f"conversion failed: {_one_line(error)}", EXIT_RUNTIME) from error
+        raise CLIError(one_line(error), EXIT_USAGE) from error
+    except ValueError as error:
+        if str(error).startswith("cannot read --config"):
+            raise CLIError(one_line(error), EXIT_USAGE) from error
+        raise CLIError(f"conversion failed: {one_line(error)}", EXIT_RUNTIME) from error
+    except Exception as error:  # noqa: BLE001 - conversion and proof failures: one line
+        raise CLIError(f"conversion failed: {one_line(error)}", EXIT_RUNTIME) from error
     _say(
         args,
-        f"converted {source} ({args.size}) -> {result['output_dir']}: {result['codes_identical']:,} of "
+        f"converted {args.source} ({args.size}) -> {result['output_dir']}: {result['codes_identical']:,} of "
         f"{result['codes_checked']:,} codes identical"
         + (f"; pushed to {args.push_to_hub}" if args.push_to_hub else ""),
     )
@@ -719,10 +270,11 @@ def command_convert(args) -> int:
 
 def command_extract(args) -> int:
     from .extraction import extract_codes
+    from .pipeline import looks_like_path
+    from .validation import IncompatibleCodebookError
 
     dataset = args.dataset
-    expanded = os.path.expanduser(dataset)
-    if (looks_like_path(dataset) or os.sep in dataset) and not os.path.exists(expanded):
+    if (looks_like_path(dataset) or os.sep in dataset) and not os.path.exists(os.path.expanduser(dataset)):
         raise CLIError(f"no such dataset: {dataset}", EXIT_USAGE)
     output = Path(args.output)
     if output.exists() and not output.is_dir():
@@ -731,20 +283,18 @@ def command_extract(args) -> int:
         rank = int(os.environ.get("RANK", "0")) if args.rank is None else args.rank
         world_size = int(os.environ.get("WORLD_SIZE", "1")) if args.world_size is None else args.world_size
     except ValueError as error:
-        raise CLIError(f"bad RANK/WORLD_SIZE in the environment: {_one_line(error)}", EXIT_USAGE) from None
+        raise CLIError(f"bad RANK/WORLD_SIZE in the environment: {one_line(error)}", EXIT_USAGE) from None
     if world_size < 1 or not 0 <= rank < world_size:
         raise CLIError(f"rank {rank} is not in [0, world size {world_size})", EXIT_USAGE)
     text_columns = None
     if args.text_columns is not None:
         text_columns = [name.strip() for name in args.text_columns.split(",") if name.strip()]
-    viq, processor, model_id, size = _load(args)
-    recorded = str(Path(model_id).expanduser().resolve()) if os.path.isdir(os.path.expanduser(model_id)) else model_id
+    pipe = _load(args)
     try:
         result = extract_codes(
             dataset,
             output,
-            viq,
-            processor,
+            pipe,
             split=args.split,
             image_column=args.image_column,
             text_columns=text_columns,
@@ -754,16 +304,14 @@ def command_extract(args) -> int:
             rank=rank,
             world_size=world_size,
             overwrite=args.overwrite,
-            model_id=recorded,
-            viq_size=size,
-            progress=not args.quiet and sys.stderr.isatty(),
+            progress=not args.quiet,
         )
     except FileNotFoundError as error:
-        raise CLIError(_one_line(error), EXIT_USAGE) from error
+        raise CLIError(one_line(error), EXIT_USAGE) from error
+    except IncompatibleCodebookError as error:
+        raise CLIError(one_line(error), EXIT_INCOMPATIBLE) from error
     except ValueError as error:
-        message = _one_line(error)
-        code = EXIT_INCOMPATIBLE if "holds codes made with" in message else EXIT_USAGE
-        raise CLIError(message, code) from error
+        raise CLIError(one_line(error), EXIT_USAGE) from error
     _say(
         args,
         f"rank {rank}/{world_size}: {result.num_written} sample(s) written in {len(result.shards)} shard(s), "
@@ -801,10 +349,11 @@ def _device(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .convert_viq_original_to_hf import add_arguments as add_convert_arguments
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars, no summary")
-    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    common.add_argument("--debug", action="store_true", help="also print the traceback of an error")
 
     model = argparse.ArgumentParser(add_help=False)
     group = model.add_argument_group("model", MODEL_HELP)
@@ -895,19 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         "preprocessor_config.json), checking that both give the same codes.",
         [common],
     )
-    convert.add_argument("--size", choices=SIZES, required=True, help="which published codebook size")
-    convert.add_argument("--source", default=DEFAULT_MODEL, help=f"Hub repo or local folder (default {DEFAULT_MODEL})")
-    convert.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    convert.add_argument("--push-to-hub", default=None, metavar="REPO", help="also push the result to this Hub repo")
-    convert.add_argument(
-        "--check-image",
-        action="append",
-        default=None,
-        metavar="IMAGE",
-        help="image to compare codes on (repeatable; default: the bundled samples)",
-    )
-    convert.add_argument("--config", default=None, metavar="FILE",
-                         help="architecture config.json (default: the released architecture of --size)")  # fmt: skip
+    add_convert_arguments(convert)
     convert.set_defaults(handler=command_convert)
 
     extract = add(
@@ -933,52 +470,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_libraries(verbose: bool) -> None:
-    from transformers.utils import logging as hf_logging
-
-    if not (verbose and sys.stderr.isatty()):
-        hf_logging.disable_progress_bar()
-    if not verbose:
-        hf_logging.set_verbosity_error()
-        try:
-            from diffusers.utils import logging as diffusers_logging
-
-            diffusers_logging.set_verbosity_error()
-        except ImportError:
-            pass
+def _report(args, message: str, code: int) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    print(f"viq: error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `viq` console script; returns the exit code."""
+    from .logging_utils import configure
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, --version, usage errors (already printed as one line)
         return int(stop.code) if isinstance(stop.code, int) else EXIT_USAGE
-    quiet_libraries(verbose=not args.quiet)
+    configure("info" if args.debug else "warning", progress=not args.quiet)
     try:
         return args.handler(args)
     except CLIError as error:
-        if args.debug:
-            raise
-        print(f"viq: error: {error}", file=sys.stderr)
-        return error.code
+        return _report(args, str(error), error.code)
     except ImportError as error:  # an optional dependency (e.g. scikit-image for reconstruct) is missing
-        if args.debug:
-            raise
-        print(f"viq: error: {_one_line(error)}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return _report(args, one_line(error), EXIT_RUNTIME)
     except KeyboardInterrupt:
         print("viq: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as error:  # anything unforeseen: still one line, unless --debug
-        if args.debug:
-            raise
-        message = _one_line(error)
+    except Exception as error:  # noqa: BLE001 - anything unforeseen: still one line (with --debug, the traceback)
+        message = one_line(error)
         if "out of memory" in message.lower():
             message += " (try a smaller --batch-size or --max-pixels)"
-        print(f"viq: error: {type(error).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
-        return EXIT_RUNTIME
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        return _report(args, f"{type(error).__name__}: {message}{hint}", EXIT_RUNTIME)
 
 
 if __name__ == "__main__":

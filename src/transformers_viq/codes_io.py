@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .file_utils import atomic_path
+from .validation import check_codes, check_grid, check_same_codebook
+
 
 FORMAT_NAME = "viq-codes"
 FORMAT_VERSION = 1
@@ -59,20 +62,11 @@ class ViQCodes:
     images: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
-        self.codes = torch.as_tensor(np.asarray(self.codes) if not torch.is_tensor(self.codes) else self.codes)
-        self.codes = self.codes.detach().cpu().reshape(-1).to(torch.int64)
-        self.image_grid_hw = torch.as_tensor(self.image_grid_hw).detach().cpu().reshape(-1, 2).to(torch.int64)
-        if (self.image_grid_hw <= 0).any():
-            raise ValueError(f"Every grid side must be >= 1, got {self.image_grid_hw.tolist()}.")
         self.fsq_levels = [int(level) for level in self.fsq_levels]
-        expected = self.codes_per_patch * int((self.image_grid_hw[:, 0] * self.image_grid_hw[:, 1]).sum())
-        if self.codes.numel() != expected:
-            raise ValueError(
-                f"{self.codes.numel()} codes do not match grids {self.image_grid_hw.tolist()} "
-                f"({expected} codes at {self.codes_per_patch} per patch)."
-            )
-        if self.codes.numel() and (self.codes.min() < 0 or self.codes.max() >= self.codebook_size):
-            raise ValueError(f"Codes outside [0, {self.codebook_size}) for fsq_levels {self.fsq_levels}.")
+        grid_hw = check_grid(self.image_grid_hw)
+        self.image_grid_hw = torch.tensor(grid_hw, dtype=torch.int64).reshape(-1, 2)
+        codes = self.codes.detach().cpu() if torch.is_tensor(self.codes) else self.codes
+        self.codes = check_codes(codes, grid_hw, self.codes_per_patch, self.codebook_size)
         if self.images and len(self.images) != len(self.image_grid_hw):
             raise ValueError(f"{len(self.images)} image records for {len(self.image_grid_hw)} grids.")
 
@@ -90,13 +84,13 @@ class ViQCodes:
         return list(self.codes.split(counts))
 
     def check_compatible(self, config) -> None:
-        """Raise a `ValueError` unless a model with `config` (a `ViQConfig`) can decode these codes."""
-        if list(config.fsq_levels) != self.fsq_levels or config.codes_per_patch != self.codes_per_patch:
-            raise ValueError(
-                f"These codes were made with fsq_levels {self.fsq_levels} ({self.codebook_size} codes"
-                f"{', ' + self.viq_size if self.viq_size else ''}, model {self.model!r}); this model uses "
-                f"{list(config.fsq_levels)} ({config.codebook_size} codes). Decode them with the model that made them."
-            )
+        """Raise an `IncompatibleCodebookError` (a `ValueError`) unless a model with `config` can decode them."""
+        check_same_codebook(
+            self.fsq_levels,
+            self.codes_per_patch,
+            config,
+            what=f"These codes ({self.viq_size or 'custom levels'}, model {self.model!r}) were",
+        )
 
     # ---- file I/O ---------------------------------------------------------------------------------------------
     def metadata(self) -> dict:
@@ -113,7 +107,7 @@ class ViQCodes:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write a codes file (safetensors)."""
+        """Write a codes file (safetensors), atomically."""
         from safetensors.numpy import save_file
 
         if self.codebook_size > 2**16:
@@ -122,7 +116,8 @@ class ViQCodes:
             "codes": self.codes.numpy().astype(np.uint16),
             "image_grid_hw": self.image_grid_hw.numpy().astype(np.int32),
         }
-        save_file(arrays, str(path), metadata={"viq": json.dumps(self.metadata())})
+        with atomic_path(path) as temporary:  # a killed run never leaves half a file
+            save_file(arrays, temporary, metadata={"viq": json.dumps(self.metadata())})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ViQCodes":

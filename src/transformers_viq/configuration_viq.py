@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 
 from transformers import PreTrainedConfig
-from transformers.utils import logging
+
+from .logging_utils import get_logger
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 # The five released codebooks. This table is the single source of truth for the presets: `from_preset`,
 # the model cards under `modeling_cards/` and the loader of the authors' layout all read it.
@@ -193,7 +194,9 @@ class ViQConfig(PreTrainedConfig):
         if self.vae_config is None:
             self.vae_config = dict(QWEN_IMAGE_VAE_CONFIG)
         elif not isinstance(self.vae_config, dict):
-            raise ValueError(f"`vae_config` must be a dict of AutoencoderKLQwenImage arguments, got {self.vae_config!r}.")
+            raise ValueError(
+                f"`vae_config` must be a dict of AutoencoderKLQwenImage arguments, got {self.vae_config!r}."
+            )
         for name in ("codes_per_patch", "fusion_num_layers", "quantizer_attention_dim", "latent_norm_groups"):
             _check_positive_int(name, getattr(self, name))
         for name in ("quantizer_num_layers", "embedder_num_residual_layers", "latent_num_layers"):

@@ -24,9 +24,7 @@ given config's.
 from __future__ import annotations
 
 import glob
-import io
 import json
-import logging
 import os
 import re
 from collections.abc import Callable
@@ -35,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from .file_utils import atomic_path, write_json
+from .image_io import open_image
+from .logging_utils import get_logger, one_line, progress_bar
+from .validation import IncompatibleCodebookError, check_same_codebook
+
+
+logger = get_logger(__name__)
 
 METADATA_FILE = "viq_codes.json"
 FORMAT_NAME = "viq-code-dataset"
@@ -129,33 +133,8 @@ def _undecoded(feature):
     return datasets.List(datasets.Image(decode=False), length=getattr(feature, "length", -1))
 
 
-def _open_one(value) -> Image.Image:  # noqa: F821
-    """A PIL image (fully decoded) from what `datasets` gives: a dict of bytes/path, bytes, a path or a PIL image."""
-    from PIL import Image
-
-    if isinstance(value, dict):
-        if value.get("bytes") is not None:
-            value = value["bytes"]
-        elif value.get("path"):
-            value = value["path"]
-        else:
-            raise ValueError("the image has neither bytes nor a path")
-    if isinstance(value, Image.Image):
-        value.load()
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        image = Image.open(io.BytesIO(bytes(value)))
-    elif isinstance(value, (str, os.PathLike)):
-        image = Image.open(os.fspath(value))
-    else:
-        raise TypeError(f"unsupported image value of type {type(value).__name__}")
-    image.load()
-    return image
-
-
 def _short(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return f"{type(error).__name__}: " + " ".join(text.split("\n")[0].split())
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 def _rank_range(num_rows: int, rank: int, world_size: int) -> range:
@@ -207,14 +186,6 @@ def _done_indices(output_dir: str) -> set[int]:
     return done
 
 
-def _write_json_atomic(path: str, payload: dict) -> None:
-    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.replace(temporary, path)
-
-
 def read_code_metadata(path: str | os.PathLike) -> dict:
     """The `viq_codes.json` of a code-dataset folder."""
     file = os.path.join(os.fspath(path), METADATA_FILE)
@@ -233,7 +204,8 @@ _CHECKED_KEYS = ("fsq_levels", "codes_per_patch", "patch_size", "model", "proces
 def _check_same_run(existing: dict, meta: dict, output_dir: str) -> None:
     for key in _CHECKED_KEYS:
         if existing.get(key) != meta.get(key):
-            raise ValueError(
+            error = IncompatibleCodebookError if key in ("fsq_levels", "codes_per_patch") else ValueError
+            raise error(
                 f"{output_dir} holds codes made with {key}={existing.get(key)!r}, not {meta.get(key)!r}; "
                 "use another folder or overwrite=True (--overwrite) to start over"
             )
@@ -282,10 +254,7 @@ def extract_codes(
         dataset_name: recorded as the source (default: the name/path given, else the dataset's own name).
         progress: show a tqdm bar over samples. on_shard_written: called with each finished shard's path.
     """
-    from tqdm.auto import tqdm
-
-    from .image_processing_viq import ViQImageProcessor
-    from .modeling_viq import ViQModel
+    from .pipeline import ViQPipeline
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
@@ -294,14 +263,15 @@ def extract_codes(
     output_dir = os.fspath(output_dir)
 
     if isinstance(model, (str, os.PathLike)):
-        model_id = model_id or os.fspath(model)
-        if processor is None:
-            try:
-                processor = ViQImageProcessor.from_pretrained(os.fspath(model))
-            except (OSError, ValueError):
-                processor = None
-        model = ViQModel.from_pretrained(os.fspath(model), viq_size=viq_size).eval()
+        model = ViQPipeline.from_pretrained(os.fspath(model), viq_size, device="cpu")
+    if isinstance(model, ViQPipeline):
+        model_id = model_id or model.model_id
+        viq_size = viq_size or model.viq_size or model.config.preset
+        processor = processor if processor is not None else model.image_processor
+        model = model.model
     if processor is None:
+        from .image_processing_viq import ViQImageProcessor
+
         processor = ViQImageProcessor()
     config = model.config
     if config.codebook_size > 2**16:
@@ -376,7 +346,7 @@ def extract_codes(
     if os.path.exists(meta_path) and not (overwrite and rank != 0):
         _check_same_run(read_code_metadata(output_dir), meta, output_dir)
     elif rank == 0:
-        _write_json_atomic(meta_path, meta)
+        write_json(meta_path, meta)
     for path in glob.glob(os.path.join(glob.escape(output_dir), f".codes-{rank:05d}-*.tmp")):
         os.unlink(path)  # a shard being written when a run was killed
 
@@ -400,12 +370,10 @@ def extract_codes(
             return
         import datasets
 
-        name = f"codes-{rank:05d}-{next_shard:05d}.parquet"
-        final = os.path.join(output_dir, name)
-        temporary = os.path.join(output_dir, f".{name}.{os.getpid()}.tmp")
+        final = os.path.join(output_dir, f"codes-{rank:05d}-{next_shard:05d}.parquet")
         table = {column: [row[column] for row in rows] for column in out_features}
-        datasets.Dataset.from_dict(table, features=out_features).to_parquet(temporary)
-        os.replace(temporary, final)
+        with atomic_path(final) as temporary:  # a killed run leaves no half-written shard
+            datasets.Dataset.from_dict(table, features=out_features).to_parquet(temporary)
         result.shards.append(final)
         result.num_written += len(rows)
         next_shard += 1
@@ -414,15 +382,15 @@ def extract_codes(
             on_shard_written(final)
 
     def skip(index: int, error: str):
-        logger.warning("viq extract: skipping sample %d (source index): %s", index, error)
+        logger.warning(f"Skipping sample {index} (source index): {error}")
         with open(skipped_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"source_index": index, "rank": rank, "error": error}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         result.num_skipped += 1
 
-    bar = tqdm(total=len(mine), initial=already, desc=f"extract (rank {rank})" if world_size > 1 else "extract",
-               unit="sample", disable=not progress, leave=False)  # fmt: skip
+    bar = progress_bar(total=len(mine), initial=already, unit="sample", disable=not progress,
+                       desc=f"extract (rank {rank})" if world_size > 1 else "extract")  # fmt: skip
     try:
         for start in range(0, len(todo), batch_size):
             indices = todo[start : start + batch_size]
@@ -432,7 +400,7 @@ def extract_codes(
                 value = batch[image_column][position]
                 values = value if isinstance(value, (list, tuple)) else [value]
                 try:
-                    images = [_open_one(item) for item in values if item is not None]
+                    images = [open_image(item) for item in values if item is not None]
                 except Exception as error:  # noqa: BLE001 - unreadable image: log, record, go on
                     skip(index, _short(error))
                     continue
@@ -520,14 +488,13 @@ def load_code_dataset(path: str | os.PathLike, config: Any = None):
     meta = read_code_metadata(path)
     if config is not None:
         config = getattr(config, "config", config)
-        levels = [int(level) for level in config.fsq_levels]
-        if levels != meta.get("fsq_levels") or int(config.codes_per_patch) != meta.get("codes_per_patch"):
-            raise ValueError(
-                f"{path} holds codes from codebook fsq_levels={meta.get('fsq_levels')} "
-                f"({meta.get('codebook_size')} codes, {meta.get('codes_per_patch')} per patch, model "
-                f"{meta.get('model')!r}); the given config uses fsq_levels={levels} ({config.codebook_size} codes, "
-                f"{config.codes_per_patch} per patch). Train with the codebook that made the codes, or extract again."
-            )
+        check_same_codebook(
+            meta.get("fsq_levels") or [],
+            meta.get("codes_per_patch") or 0,
+            config,
+            what=f"The codes in {path} (model {meta.get('model')!r}) were",
+            hint="Train with the codebook that made the codes, or extract again.",
+        )
     files = [shard for _, _, shard in _shards(path)]
     if not files:
         raise ValueError(f"{path} holds no finished shards (codes-*.parquet)")

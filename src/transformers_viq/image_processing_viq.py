@@ -13,8 +13,8 @@
 # limitations under the License.
 """Image processor for ViQ (PIL/NumPy backend).
 
-ViQ (Visual Quantized representations, Yu et al.) tokenizes an image at its native aspect ratio into 4 discrete codes per 16x16 patch. This
-processor turns images into the packed patch representation the ViQ vision tower consumes:
+ViQ (Visual Quantized representations, Yu et al.) tokenizes an image at its native aspect ratio into 4 discrete
+codes per 16x16 patch. This processor turns images into the packed patch representation the ViQ vision tower consumes:
 
 - `pixel_values`: all images' patches concatenated along the first axis (no padding between images), each patch
   flattened in `(channel, row, col)` order so that a `Conv2d(3, D, 16, stride=16)` weight reshaped to `(D, 768)` is
@@ -41,29 +41,24 @@ Structure adapted from transformers' `Qwen2VLImageProcessorPil` (packed output, 
 
 import math
 import os
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
-
+from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import ChannelDimension, ImageInput, PILImageResampling, SizeDict
+from transformers.image_utils import ImageInput, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
-from transformers.utils import TensorType, is_torch_tensor, logging
+from transformers.utils import TensorType, is_torch_tensor
+
+from .image_io import check_not_empty, decode_image
+from .logging_utils import get_logger
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 MAX_ASPECT_RATIO = 200
-EXIF_ORIENTATION_TAG = 0x0112
-MAX_16BIT_VALUE = 65535
-# PIL modes holding one integer channel wider than 8 bits; their values are read as 16-bit intensities.
-HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-# Exceptions PIL raises for unreadable, corrupt or truncated files (OSError covers UnidentifiedImageError).
-_PIL_READ_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error, Image.DecompressionBombError)
 _PIL_RETURN_TYPES = ("PIL.Image.Image", "pil")
 
 
@@ -173,40 +168,14 @@ def convert_image_to_patches(image: np.ndarray, patch_size: int) -> np.ndarray:
     return patches.reshape(grid_height * grid_width, num_channels * patch_size * patch_size)
 
 
-def _check_not_empty(height: int, width: int) -> None:
-    if height <= 0 or width <= 0:
-        raise ValueError(f"Empty image: height {height} and width {width} (both must be at least 1 pixel).")
-
-
 def _check_aspect_ratio(height: int, width: int) -> None:
-    _check_not_empty(height, width)
+    check_not_empty(height, width)
     aspect_ratio = max(height, width) / min(height, width)
     if aspect_ratio > MAX_ASPECT_RATIO:
         raise ValueError(
             f"The aspect ratio of the image ({height}x{width}, ratio {aspect_ratio:.1f}) exceeds {MAX_ASPECT_RATIO}; "
             "crop or pad the image to a less elongated shape first."
         )
-
-
-def _check_float_range(array: np.ndarray, low: float, high: float, what: str) -> None:
-    if array.size == 0:
-        return
-    if not np.isfinite(array).all():
-        raise ValueError(f"{what} contains NaN or infinite values; expected finite values in [{low}, {high}].")
-    found_min, found_max = float(array.min()), float(array.max())
-    if found_min < low or found_max > high:
-        raise ValueError(
-            f"{what} values must lie in [{low}, {high}], found values in [{found_min:g}, {found_max:g}]."
-        )
-
-
-def _composite_on_white(image: Image.Image) -> Image.Image:
-    """Composite an image with transparency on a white background and return it in RGB mode."""
-    if image.mode == "La":  # premultiplied; PIL converts it to RGBA only through LA
-        image = image.convert("LA")
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def _describe(image: Any, index: int) -> str:
@@ -433,7 +402,7 @@ class ViQImageProcessor(PilBackend):
         decoded = []
         for index, image in enumerate(flat_images):
             try:
-                array = self._decode_image(
+                array = decode_image(
                     image,
                     do_convert_rgb=kwargs.get("do_convert_rgb", self.do_convert_rgb),
                     input_data_format=kwargs.get("input_data_format"),
@@ -455,7 +424,7 @@ class ViQImageProcessor(PilBackend):
     def _flatten_images(cls, images: Any) -> list:
         if isinstance(images, (list, tuple)):
             return [image for item in images for image in cls._flatten_images(item)]
-        if isinstance(images, (str, os.PathLike, Image.Image)):
+        if isinstance(images, (str, os.PathLike, Image.Image, bytes, bytearray, dict)):
             return [images]
         if isinstance(images, np.ndarray) or is_torch_tensor(images):
             return list(images) if images.ndim == 4 else [images]
@@ -473,145 +442,7 @@ class ViQImageProcessor(PilBackend):
             `np.ndarray` of shape `(3, height, width)`: `uint8` for 8-bit sources, `float32` in [0, 1] for 16-bit and
             float sources (never reduced to 8 bits).
         """
-        return self._decode_image(image, self.do_convert_rgb, None)
-
-    def _decode_image(
-        self, image: Any, do_convert_rgb: bool, input_data_format: str | ChannelDimension | None
-    ) -> np.ndarray:
-        """Decode one image to `(3, H, W)`: `uint8`, or `float32` in [0, 1]."""
-        if isinstance(image, (str, os.PathLike)):
-            image = self._open_image(image)
-        if isinstance(image, Image.Image):
-            return self._decode_pil(image, do_convert_rgb)
-        if is_torch_tensor(image):
-            return self._decode_array(self._tensor_to_numpy(image), do_convert_rgb, input_data_format, "first")
-        return self._decode_array(image, do_convert_rgb, input_data_format, "last")
-
-    @staticmethod
-    def _open_image(path: str | os.PathLike) -> Image.Image:
-        path = os.fspath(path)
-        if path.startswith(("http://", "https://")):
-            from transformers.image_utils import load_image
-
-            return load_image(path)
-        if not os.path.isfile(path):
-            raise ValueError("No such image file.")
-        try:
-            with Image.open(path) as image:
-                image.load()  # decode now, so that truncation is detected here
-                if image.getexif().get(EXIF_ORIENTATION_TAG, 1) != 1:
-                    return ImageOps.exif_transpose(image)
-                return image.copy()
-        except Image.DecompressionBombError as error:
-            raise ValueError(
-                f"Image file is too large to decode safely (PIL decompression bomb guard): {error}"
-            ) from error
-        except _PIL_READ_ERRORS as error:
-            raise ValueError(f"Cannot read the image file (corrupt, truncated or not an image): {error}") from error
-
-    @staticmethod
-    def _decode_pil(image: Image.Image, do_convert_rgb: bool) -> np.ndarray:
-        if image.getexif().get(EXIF_ORIENTATION_TAG, 1) != 1:
-            image = ImageOps.exif_transpose(image)
-        _check_not_empty(image.height, image.width)
-        mode = image.mode
-
-        if mode in HIGH_BIT_DEPTH_MODES or mode == "F":
-            if not do_convert_rgb:
-                raise ValueError(f"Single-channel image (mode {mode}) needs do_convert_rgb=True.")
-            values = np.asarray(image)
-            if mode == "F":
-                _check_float_range(values, 0.0, 1.0, "Float image (mode F)")
-                gray = values.astype(np.float32)
-            else:
-                _check_float_range(values, 0, MAX_16BIT_VALUE, f"16-bit image (mode {mode})")
-                gray = (values.astype(np.float64) / MAX_16BIT_VALUE).astype(np.float32)
-            return np.repeat(gray[None], 3, axis=0)
-
-        if not do_convert_rgb:
-            if mode != "RGB":
-                raise ValueError(f"Image has mode {mode}, not RGB; pass do_convert_rgb=True to convert it.")
-        elif image.has_transparency_data:
-            image = _composite_on_white(image)
-        elif mode != "RGB":
-            image = image.convert("RGB")
-        return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
-
-    @staticmethod
-    def _tensor_to_numpy(tensor: "torch.Tensor") -> np.ndarray:  # noqa: F821
-        import torch
-
-        tensor = tensor.detach().cpu()
-        if tensor.dtype in (torch.float16, torch.bfloat16):
-            tensor = tensor.float()
-        try:
-            return tensor.numpy()
-        except TypeError as error:
-            raise ValueError(f"Unsupported tensor dtype {tensor.dtype}: {error}") from error
-
-    @staticmethod
-    def _decode_array(
-        array: np.ndarray, do_convert_rgb: bool, input_data_format: str | ChannelDimension | None, default_layout: str
-    ) -> np.ndarray:
-        array = np.asarray(array)
-        dtype = array.dtype
-        is_uint8 = dtype.kind == "u" and dtype.itemsize == 1
-        is_uint16 = dtype.kind == "u" and dtype.itemsize == 2
-        if not (is_uint8 or is_uint16 or dtype.kind == "f"):
-            raise ValueError(
-                f"Unsupported dtype {dtype}; expected uint8 (0-255), uint16 (0-65535) or float (values in [0, 1])."
-            )
-
-        # Layout -> (H, W, C)
-        if array.ndim == 2:
-            array = array[..., None]
-        elif array.ndim != 3:
-            raise ValueError(
-                f"Expected an image with 2 dimensions (H, W) or 3 dimensions (H, W, C) / (C, H, W), got "
-                f"{array.ndim} dimensions (shape {array.shape})."
-            )
-        elif input_data_format is not None:
-            if ChannelDimension(input_data_format) == ChannelDimension.FIRST:
-                array = np.moveaxis(array, 0, -1)
-        else:
-            channels_first = array.shape[0] in (1, 3, 4)
-            channels_last = array.shape[-1] in (1, 3, 4)
-            if channels_first and (not channels_last or default_layout == "first"):
-                array = np.moveaxis(array, 0, -1)
-            elif not channels_last:
-                raise ValueError(
-                    f"Cannot find a channel axis of size 1, 3 or 4 in an image of shape {array.shape}; expected 1 "
-                    "(grayscale), 3 (RGB) or 4 (RGBA) channels."
-                )
-        height, width, num_channels = array.shape
-        _check_not_empty(height, width)
-        if num_channels not in (1, 3, 4):
-            raise ValueError(
-                f"Expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got {num_channels} channels "
-                f"(shape {array.shape})."
-            )
-        if not do_convert_rgb and num_channels != 3:
-            raise ValueError(
-                f"Image has {num_channels} channels, not 3; pass do_convert_rgb=True to convert it to RGB."
-            )
-
-        if is_uint8:
-            if num_channels == 4:
-                rgb = np.asarray(_composite_on_white(Image.fromarray(np.ascontiguousarray(array))))
-            else:
-                rgb = np.broadcast_to(array, (height, width, 3))
-            return np.ascontiguousarray(rgb.transpose(2, 0, 1))
-
-        if is_uint16:
-            values = (array.astype(np.float64) / MAX_16BIT_VALUE).astype(np.float32)
-        else:
-            _check_float_range(array, 0.0, 1.0, f"Float image ({dtype})")
-            values = array.astype(np.float32)
-        if num_channels == 4:
-            alpha = values[..., 3:]
-            values = values[..., :3] * alpha + (np.float32(1.0) - alpha)
-        rgb = np.broadcast_to(values, (height, width, 3))
-        return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        return decode_image(image, self.do_convert_rgb, None)
 
     # ------------------------------------------------------------------------------------------------------------
     # Processing

@@ -30,7 +30,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,14 +38,16 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 from transformers.utils.generic import is_flash_attention_requested
 
 from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
 from .fsq import FiniteScalarQuantizer, implicit_codebook
+from .logging_utils import get_logger
+from .validation import check_codes, check_grid, check_pixels
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ class ViQVisionEmbeddings(nn.Module):
         return grid.reshape(-1, height * width).transpose(0, 1)
 
     def forward(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
-        """`pixel_values`: `(total_patches, C*p*p)`, each row a `(C, p, p)` block flattened -> `(total_patches, hidden)`."""
+        """`pixel_values` `(total_patches, C*p*p)` (flattened `(C, p, p)` blocks) -> `(total_patches, hidden)`."""
         weight = self.patch_embedding.weight
         pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
         patch_embeds = F.linear(pixel_values, weight.reshape(weight.shape[0], -1), self.patch_embedding.bias)
@@ -302,7 +303,7 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
         return self._frequencies
 
     def angles(self, height: int, width: int) -> torch.Tensor:
-        """Rotation angles of one `height x width` patch grid: `(height * width, num_heads, head_dim // 2)`, float32."""
+        """Rotation angles of a `height x width` patch grid: `(height * width, num_heads, head_dim // 2)`, float32."""
         key = (height, width)
         cached = self._angles.get(key)
         if cached is not None:
@@ -626,6 +627,41 @@ class ViQModel(ViQPreTrainedModel):
 
     # ---- loading ------------------------------------------------------------------------------------------------
     @classmethod
+    def expected_state_shapes(cls, config: ViQConfig) -> dict[str, torch.Size]:
+        """`{key: shape}` of a model built from `config` (built on the meta device: no memory, no init)."""
+        with torch.device("meta"):
+            model = cls._from_config(config)
+        return {name: tensor.shape for name, tensor in model.state_dict().items()}
+
+    @classmethod
+    def from_original_state_dict(cls, state_dict, config: ViQConfig, *model_args, source: str | None = None, **kwargs):
+        r"""
+        A model from a state dict in the authors' published layout (already in memory), checked key by key.
+
+        Args:
+            state_dict (`dict[str, torch.Tensor]`): the published keys (`blocks.0.attn.qkv.weight`, ...).
+            config ([`ViQConfig`]): the architecture (e.g. `ViQConfig.from_preset("16k")`).
+            source (`str`, *optional*): where the tensors came from, for error messages.
+            kwargs: as for [`~PreTrainedModel.from_pretrained`] (`dtype`, `attn_implementation`, `device_map`, ...);
+                `dtype="auto"` (the default) keeps the file's dtype (fp32 for the released files).
+        """
+        from . import original_checkpoint as original
+
+        dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", "auto"))
+        if dtype is None or dtype == "auto":
+            dtype = original.file_dtype(state_dict)
+        elif isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        converted = original.convert_original_state_dict(
+            state_dict,
+            cls.expected_state_shapes(config),
+            include_decoder=config.include_decoder,
+            dtype=dtype,
+            description=f"a ViQ model with fsq_levels={config.fsq_levels}" + (f" ({source})" if source else ""),
+        )
+        return super().from_pretrained(None, *model_args, config=config, state_dict=converted, dtype=dtype, **kwargs)
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, viq_size: str | None = None, **kwargs):
         r"""
         Load a ViQ tokenizer from HF format (`config.json` + safetensors) or from the authors' published layout.
@@ -636,22 +672,21 @@ class ViQModel(ViQPreTrainedModel):
             viq_size (`str`, *optional*):
                 `"2k"`, `"4k"`, `"8k"`, `"16k"` or `"64k"`: read `ViQ/converted_<size>/model_viq_fsq_<size>.pth` of the
                 authors' layout (e.g. `"XuminYu/ViQ_weights"`), which has no `config.json`. Only that file is fetched,
-                and the Hub cache is used offline. Also taken when an explicit preset `config=ViQConfig.from_preset(size)`
-                is passed for a repo in that layout (which is how `AutoModel.from_pretrained` reaches this path).
+                and the Hub cache is used offline. Also taken when an explicit preset
+                `config=ViQConfig.from_preset(size)` is passed for a repo in that layout (which is how
+                `AutoModel.from_pretrained` reaches this path).
             kwargs:
-                As for [`~PreTrainedModel.from_pretrained`] (`dtype`, `attn_implementation`, `device_map`, `revision`,
-                `cache_dir`, `local_files_only`, `token`, ...).
+                As for [`~PreTrainedModel.from_pretrained`] (`dtype` (`"auto"`: the file's, fp32 for the authors'
+                layout), `attn_implementation`, `device_map`, `subfolder`, `revision`, `cache_dir`,
+                `local_files_only`, `token`, ...).
         """
-        from .convert_viq_original_to_hf import (
-            convert_original_state_dict,
-            has_original_checkpoint,
-            load_original_state_dict,
-            resolve_original_checkpoint,
-        )
+        from . import original_checkpoint as original
 
         config = kwargs.get("config")
-        if viq_size is None and isinstance(config, ViQConfig):
-            if has_original_checkpoint(pretrained_model_name_or_path, config.preset, **kwargs):
+        subfolder = kwargs.get("subfolder") or ""
+        hub_kwargs = {k: kwargs[k] for k in original.HUB_KWARGS if k in kwargs}
+        if viq_size is None and isinstance(config, ViQConfig) and config.preset is not None:
+            if original.is_original_layout(pretrained_model_name_or_path, config.preset, subfolder, **hub_kwargs):
                 viq_size = config.preset
         if viq_size is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
@@ -667,18 +702,12 @@ class ViQModel(ViQPreTrainedModel):
                 f"viq_size={viq_size!r} needs fsq_levels {list(FSQ_LEVEL_PRESETS.get(viq_size, ()))}, but the config "
                 f"passed has {config.fsq_levels}."
             )
-        kwargs["config"] = config
-        hub_kwargs = {k: kwargs.pop(k) for k in ("cache_dir", "force_download", "local_files_only", "token",
-                                                  "revision", "proxies") if k in kwargs}  # fmt: skip
-        for key in ("_from_auto", "adapter_kwargs", "trust_remote_code", "subfolder", "use_safetensors"):
+        for key in ("config", "_from_auto", "adapter_kwargs", "trust_remote_code", "subfolder", "use_safetensors",
+                    *original.HUB_KWARGS):  # fmt: skip
             kwargs.pop(key, None)
-        path = resolve_original_checkpoint(pretrained_model_name_or_path, viq_size, **hub_kwargs)
-        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-        dtype = dtype if isinstance(dtype, torch.dtype) else (getattr(torch, dtype) if isinstance(dtype, str)
-                                                               and dtype != "auto" else torch.float32)  # fmt: skip
-        state_dict = convert_original_state_dict(load_original_state_dict(path), config, dtype=dtype)
-        kwargs.setdefault("dtype", dtype)
-        model = super().from_pretrained(None, *model_args, state_dict=state_dict, **kwargs)
+        path = original.resolve_original_checkpoint(pretrained_model_name_or_path, viq_size, subfolder, **hub_kwargs)
+        state_dict = original.load_original_state_dict(path)
+        model = cls.from_original_state_dict(state_dict, config, *model_args, source=path, **kwargs)
         model.name_or_path = str(pretrained_model_name_or_path)
         model.config._name_or_path = str(pretrained_model_name_or_path)
         return model
@@ -700,91 +729,15 @@ class ViQModel(ViQPreTrainedModel):
                                      repo_id, card, **kwargs)  # fmt: skip
 
     # ---- input checks -------------------------------------------------------------------------------------------
-    def _check_grid(self, image_grid_hw) -> list[tuple[int, int]]:
-        if image_grid_hw is None:
-            raise ValueError("`image_grid_hw` is required: the (h, w) patch grid of each image, shape (num_images, 2).")
-        grid = torch.as_tensor(image_grid_hw)
-        if grid.is_floating_point() or grid.is_complex() or grid.dtype == torch.bool:
-            raise ValueError(f"`image_grid_hw` must hold integers, got dtype {grid.dtype}.")
-        if grid.ndim != 2 or grid.shape[-1] != 2 or grid.shape[0] == 0:
-            raise ValueError(f"`image_grid_hw` must have shape (num_images, 2), got {tuple(grid.shape)}.")
-        if (grid <= 0).any():
-            bad = int((grid <= 0).any(dim=1).nonzero()[0, 0])
-            raise ValueError(f"`image_grid_hw` of image {bad} is {grid[bad].tolist()}: both sides must be >= 1.")
-        return [(int(h), int(w)) for h, w in grid.tolist()]
-
-    def _check_pixels(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]]) -> None:
-        patch_dim = self.embeddings.patch_dim
-        if not isinstance(pixel_values, torch.Tensor):
-            raise ValueError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
-        if pixel_values.ndim != 2 or pixel_values.shape[-1] != patch_dim:
-            raise ValueError(
-                f"`pixel_values` must be packed patches of shape (total_patches, {patch_dim}), got "
-                f"{tuple(pixel_values.shape)}. Use `ViQImageProcessor` to turn images into this layout."
-            )
-        if not pixel_values.is_floating_point():
-            raise ValueError(f"`pixel_values` must be a float tensor, got dtype {pixel_values.dtype}.")
-        expected = sum(h * w for h, w in grid_hw)
-        if pixel_values.shape[0] != expected:
-            raise ValueError(
-                f"`pixel_values` has {pixel_values.shape[0]} patches but `image_grid_hw` {grid_hw} describes "
-                f"{expected}."
-            )
-        finite = torch.isfinite(pixel_values).all(dim=-1)
-        if not finite.all():
-            patch = int((~finite).nonzero()[0, 0])
-            image = int(torch.searchsorted(torch.tensor([h * w for h, w in grid_hw]).cumsum(0), patch, right=True))
-            raise ValueError(f"`pixel_values` of image {image} hold NaN or infinite values (patch {patch}).")
-
     def check_codes(self, image_codes, image_grid_hw) -> tuple[torch.LongTensor, list[tuple[int, int]]]:
         """
-        Validate packed codes against their grids.
+        Validate packed codes against their grids and this model's codebook (see `validation.check_codes`).
 
-        Accepts any integer tensor (the `uint16` of a codes file included), a NumPy array or a list. Returns the codes
-        as an int64 tensor and the grid as a list of `(h, w)`. Raises `ValueError` naming the problem (and the image)
-        for a non-integer dtype, a code count that is not `codes_per_patch * h * w` per image, or a value outside
-        `[0, codebook_size)`.
+        Returns the codes as an int64 tensor and the grid as a list of `(h, w)`.
         """
-        grid_hw = self._check_grid(image_grid_hw)
-        if not isinstance(image_codes, torch.Tensor):
-            try:
-                image_codes = torch.as_tensor(np.asarray(image_codes))
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"`image_codes` must be an integer tensor or array: {error}") from None
-        if image_codes.is_floating_point() or image_codes.is_complex() or image_codes.dtype == torch.bool:
-            raise ValueError(f"`image_codes` must be an integer tensor, got dtype {image_codes.dtype}.")
-        image_codes = image_codes.to(torch.int64)  # unsigned codes (uint16 files) support no comparisons in torch
-        if image_codes.ndim != 1:
-            raise ValueError(
-                f"`image_codes` must be 1-D packed codes of shape (sum_i {self.config.codes_per_patch}*h_i*w_i,), got "
-                f"shape {tuple(image_codes.shape)}."
-            )
-        per_patch = self.config.codes_per_patch
-        counts = [per_patch * h * w for h, w in grid_hw]
-        if image_codes.shape[0] != sum(counts):
-            offset = 0
-            for index, count in enumerate(counts):
-                if offset + count > image_codes.shape[0]:
-                    raise ValueError(
-                        f"Image {index} (grid {grid_hw[index]}) needs {count} codes ({per_patch} per patch) but only "
-                        f"{image_codes.shape[0] - offset} remain: got {image_codes.shape[0]} codes for grids "
-                        f"{grid_hw}, which need {sum(counts)}."
-                    )
-                offset += count
-            raise ValueError(
-                f"Got {image_codes.shape[0]} codes for grids {grid_hw}, which need {sum(counts)} "
-                f"({per_patch} per patch); {image_codes.shape[0] - sum(counts)} codes are left over."
-            )
-        size = self.config.codebook_size
-        bad = (image_codes < 0) | (image_codes >= size)
-        if bad.any():
-            position = int(bad.nonzero()[0, 0])
-            image = int(torch.searchsorted(torch.tensor(counts).cumsum(0), position, right=True))
-            raise ValueError(
-                f"Image {image} has code {int(image_codes[position])} (at packed position {position}) outside "
-                f"[0, {size}): the codes were made with a different codebook, or are corrupt."
-            )
-        return image_codes, grid_hw
+        grid_hw = check_grid(image_grid_hw)
+        codes = check_codes(image_codes, grid_hw, self.config.codes_per_patch, self.config.codebook_size)
+        return codes, grid_hw
 
     # ---- the pieces ---------------------------------------------------------------------------------------------
     def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
@@ -795,8 +748,8 @@ class ViQModel(ViQPreTrainedModel):
         return self.head(self.post_layernorm(features), [h * w for h, w in grid_hw])
 
     def _encode(self, pixel_values, image_grid_hw, return_pooler_output: bool, return_features: bool):
-        grid_hw = self._check_grid(image_grid_hw)
-        self._check_pixels(pixel_values, grid_hw)
+        grid_hw = check_grid(image_grid_hw)
+        check_pixels(pixel_values, grid_hw, self.embeddings.patch_dim)
         device = self.embeddings.patch_embedding.weight.device
         packed = self._packed(grid_hw, device)
         hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
@@ -873,7 +826,9 @@ class ViQModel(ViQPreTrainedModel):
         image_codes, _ = self.check_codes(image_codes, image_grid_hw)
         return self._embed(image_codes)
 
-    def decode_latents(self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor) -> list[torch.FloatTensor]:
+    def decode_latents(
+        self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor
+    ) -> list[torch.FloatTensor]:
         r"""
         Codes -> Qwen-Image VAE latents (raw latent space, no mean/std de-normalisation).
 

@@ -25,13 +25,14 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import logging
 
 from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
+from .logging_utils import get_logger
 from .modeling_viq import ViQModel
+from .validation import check_grid
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -117,7 +118,8 @@ class ViQProjector(nn.Module):
                 rows = pooled.view(h // 2, w // 2, -1)
                 newline = self.image_newline.to(rows.dtype).expand(h // 2, 1, -1)
                 tokens = torch.cat([rows, newline], dim=1).reshape(-1, rows.shape[-1])
-                tokens = torch.cat([self.image_begin[None].to(tokens.dtype), tokens, self.image_end[None].to(tokens.dtype)])
+                begin, end = self.image_begin[None].to(tokens.dtype), self.image_end[None].to(tokens.dtype)
+                tokens = torch.cat([begin, tokens, end])
             else:
                 tokens = self.proj_out(self.act(self.proj_in(windows.flatten(1))))
             outputs.append(tokens)
@@ -190,7 +192,7 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
         """
         if (pixel_values is None) == (image_codes is None):
             raise ValueError("Pass exactly one of `pixel_values` and `image_codes` (with `image_grid_hw`).")
-        grid_hw = self.vision_tower._check_grid(image_grid_hw)
+        grid_hw = check_grid(image_grid_hw)
         for h, w in grid_hw:
             get_num_image_tokens(h, w, self.config.projector_type)
         # A frozen tokenizer (`requires_grad=False`, set by the training side) runs without building a graph.
@@ -264,7 +266,11 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
                 )
 
         outputs = self.language_model(
-            attention_mask=attention_mask, position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds, **kwargs
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
         )
         return ViQQwenModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
@@ -350,7 +356,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            vocab_size = self.config.text_config.vocab_size
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
         return ViQCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -379,14 +386,17 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             repo_id (`str`): the Hub repository (created if missing).
             processor ([`ViQProcessor`], *optional*): pushed alongside.
             card (`huggingface_hub.ModelCard` or `str`, *optional*): defaults to `render_vlm_card(self.config, ...)`.
-            base_model (`str`, *optional*): the Qwen2.5 checkpoint it was built from (read from the config if a Hub id).
+            base_model (`str`, *optional*): the Qwen2.5 checkpoint it was built from (read from the config if a Hub
+                id).
             training_details (`str`, *optional*): how it was trained (data, steps, learning rate, what was trained).
             kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr` (see `push_to_hub_with_card`).
         """
         from .model_cards import push_to_hub_with_card, render_vlm_card
 
         if card is None:
-            card = render_vlm_card(self.config, base_model=base_model, training_details=training_details, repo_id=repo_id)
+            card = render_vlm_card(
+                self.config, base_model=base_model, training_details=training_details, repo_id=repo_id
+            )
         return push_to_hub_with_card([self] + ([processor] if processor is not None else []), repo_id, card, **kwargs)
 
     # ---- building and training helpers --------------------------------------------------------------------------
@@ -423,7 +433,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             include_decoder (`bool`, *optional*, defaults to `False`):
                 Keep the tokenizer's latent head and VAE (reconstruction only, ~0.8 GB in fp32) in the VLM.
             from_pretrained_kwargs (`dict`, *optional*):
-                Passed to both loads (`revision`, `token`, `cache_dir`, `local_files_only`, `attn_implementation`, ...).
+                Passed to both loads (`revision`, `token`, `cache_dir`, `local_files_only`, `attn_implementation`,
+                ...).
             config_kwargs:
                 Other [`ViQQwenConfig`] fields (`projector_hidden_act`).
         """
@@ -442,7 +453,10 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         else:
             language = AutoModelForCausalLM.from_pretrained(qwen, **load_kwargs)
         if getattr(language, "model", None) is None or getattr(language, "lm_head", None) is None:
-            raise ValueError(f"Expected a causal LM with `.model` and `.lm_head` (Qwen2ForCausalLM), got {type(language).__name__}.")
+            raise ValueError(
+                "Expected a causal LM with `.model` and `.lm_head` (Qwen2ForCausalLM), got "
+                f"{type(language).__name__}."
+            )
         config = cls.config_class(
             vision_config=viq.config.to_dict(),
             text_config=language.config.to_dict(),

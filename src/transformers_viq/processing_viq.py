@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
-from transformers.utils import is_torch_tensor, logging
 
 from .codes_io import ViQCodes
 from .configuration_viq_qwen import PROJECTOR_TYPES, get_num_image_tokens
 from .image_processing_viq import ViQImageProcessor
+from .logging_utils import get_logger
+from .validation import check_codes, check_grid, pack_codes
 
 
 try:  # placeholders inside user text that `apply_chat_template(sanitize_control_tokens=True)` marked are plain text
@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - older transformers
     _UNMARKED = ""
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -269,43 +269,23 @@ class ViQProcessor(ProcessorMixin):
 
     def _pack_image_codes(self, image_codes, image_grid_hw) -> tuple[np.ndarray, np.ndarray]:
         """Normalise the accepted forms of precomputed codes to packed `int64` codes and `(num_images, 2)` grids."""
-        codes_per_patch = self.codes_per_patch
         if isinstance(image_codes, ViQCodes):
-            codes_per_patch = image_codes.codes_per_patch
             grids = image_codes.image_grid_hw.numpy().astype(np.int64)
-            if image_grid_hw is not None and not np.array_equal(_as_grid(image_grid_hw), grids):
+            if image_grid_hw is not None and check_grid(image_grid_hw) != [tuple(g) for g in grids.tolist()]:
+                given = [list(g) for g in check_grid(image_grid_hw)]
                 raise ValueError(
-                    f"`image_grid_hw` {_as_grid(image_grid_hw).tolist()} does not match the grids stored in the "
-                    f"ViQCodes {grids.tolist()}; leave `image_grid_hw` out with a ViQCodes."
+                    f"`image_grid_hw` {given} does not match the grids stored in the ViQCodes {grids.tolist()}; leave "
+                    "`image_grid_hw` out with a ViQCodes."
                 )
             return image_codes.codes.numpy().astype(np.int64), grids
-
         if image_grid_hw is None:
             raise ValueError("`image_codes` need `image_grid_hw`, the (h, w) patch grid of each image.")
-        grids = _as_grid(image_grid_hw)
-        expected = [codes_per_patch * int(h) * int(w) for h, w in grids.tolist()]
-
+        grid_hw = check_grid(image_grid_hw)
         if isinstance(image_codes, (list, tuple)) and not all(isinstance(c, (int, np.integer)) for c in image_codes):
-            per_image = [_as_codes(codes, f"image_codes[{i}]") for i, codes in enumerate(_flatten(image_codes))]
-            if len(per_image) != len(grids):
-                raise ValueError(
-                    f"Got codes for {len(per_image)} images but {len(grids)} grids in `image_grid_hw`."
-                )
-            for index, (codes, count) in enumerate(zip(per_image, expected)):
-                if codes.size != count:
-                    raise ValueError(
-                        f"Image {index}: {codes.size} codes do not match its grid {grids[index].tolist()} "
-                        f"({count} codes at {codes_per_patch} per patch)."
-                    )
-            packed = np.concatenate(per_image) if per_image else np.zeros((0,), dtype=np.int64)
+            packed = pack_codes(_flatten(image_codes), grid_hw, self.codes_per_patch)
         else:
-            packed = _as_codes(image_codes, "image_codes")
-            if packed.size != sum(expected):
-                raise ValueError(
-                    f"{packed.size} codes do not match the grids {grids.tolist()} ({sum(expected)} codes at "
-                    f"{codes_per_patch} per patch)."
-                )
-        return packed, grids
+            packed = check_codes(image_codes, grid_hw, self.codes_per_patch)
+        return packed.cpu().numpy(), np.asarray(grid_hw, dtype=np.int64).reshape(-1, 2)
 
     # ------------------------------------------------------------------------------------------------------------
     # Chat template, decoding, helpers
@@ -408,43 +388,6 @@ def _flatten(items) -> list:
         else:
             flat.append(item)
     return flat
-
-
-def _to_numpy(value) -> np.ndarray:
-    if is_torch_tensor(value):
-        import torch
-
-        value = value.detach().cpu()
-        if value.dtype == torch.bool:
-            return value.numpy()
-        if not (value.is_floating_point() or value.is_complex()):
-            value = value.to(torch.int64)
-        return value.numpy()
-    return np.asarray(value)
-
-
-def _as_codes(value, name: str) -> np.ndarray:
-    array = _to_numpy(value)
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"`{name}` must hold integer codes, got dtype {array.dtype}.")
-    if array.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D (the packed codes), got shape {tuple(array.shape)}.")
-    if array.size and array.min() < 0:
-        raise ValueError(f"`{name}` has negative codes (minimum {int(array.min())}).")
-    return array.astype(np.int64)
-
-
-def _as_grid(value) -> np.ndarray:
-    grids = _to_numpy(value)
-    if grids.ndim == 1 and grids.shape[0] == 2:
-        grids = grids[None]
-    if grids.ndim != 2 or grids.shape[1] != 2 or grids.dtype.kind not in "iu":
-        raise ValueError(
-            f"`image_grid_hw` must be integers of shape (num_images, 2), got {grids.dtype} of shape {grids.shape}."
-        )
-    if grids.size and grids.min() <= 0:
-        raise ValueError(f"`image_grid_hw` has empty grids: {grids.tolist()}.")
-    return grids.astype(np.int64)
 
 
 __all__ = ["CHAT_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "ViQProcessor"]

@@ -49,7 +49,7 @@ TINY_VISION = {
 
 
 def tiny_config(levels=(8, 8, 8, 6, 5), **overrides):
-    """A `ViQConfig` with every stage of the real one, at widths of 32 (patch size stays 16: the processor's default)."""
+    """A `ViQConfig` with every stage of the real one at widths of 32 (patch size stays 16, the processor's)."""
     from ..configuration_viq import ViQConfig
 
     vision = dict(TINY_VISION)

@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+
 HEADS = 16
 MLP_RATIO = 4
 PATCH = 16

@@ -9,8 +9,9 @@ scripts (`training/` at the repository root) or by the user. Submodules load on 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import attach
 
 
 _EXPORTS = {
@@ -28,16 +29,13 @@ if TYPE_CHECKING:
     from .lora import language_model_lora_config
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ViQCodesCollator",
+    "calibrate_quantizer",
+    "freeze",
+    "language_model_lora_config",
+    "trainable_summary",
+]

@@ -25,7 +25,7 @@ def calibrate_quantizer(model, pixel_values: torch.Tensor, image_grid_hw: torch.
         raise ValueError(f"`scale` must be positive, got {scale}.")
     values = model(pixel_values, image_grid_hw, return_pooler_output=False).quantizer_inputs.float()
     if values.shape[0] < 2:
-        raise ValueError("calibrate_quantizer needs at least two sub-tokens (one patch gives four) to measure a spread.")
+        raise ValueError("calibrate_quantizer needs at least two sub-tokens (a patch gives four) to measure a spread.")
     mean, std = values.mean(0), values.std(0).clamp_min(1e-6)
     layer = model.quantizer.project_in
     factor = (scale / std).to(layer.weight.dtype)

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from transformers.utils import logging
+from ..logging_utils import get_logger
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def _parts(model) -> dict:

@@ -1,0 +1,343 @@
+# Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
+"""The authors' published checkpoint layout (`XuminYu/ViQ_weights`): file names, key table, safe reading.
+
+The authors publish their weights without a `config.json`; each tokenizer size is one PyTorch pickle,
+`ViQ/converted_<size>/model_viq_fsq_<size>.pth`, holding the whole encoder, its heads and the Qwen-Image VAE
+(reference-spec §2.1). `embedder.pth` and `index_drawer.pth` next to it repeat subsets of the same weights and are
+not needed. This module
+
+* decides whether a folder or Hub repo is in that layout ([`original_layout_sizes`], [`is_original_layout`]: the
+  one place that decides it), without touching the network when the caller asked for offline use;
+* finds the file of one size in a folder or on the Hub ([`resolve_original_checkpoint`]; only that file is fetched,
+  `subfolder` honoured, the Hub cache used offline);
+* reads it safely ([`load_original_state_dict`]: tensors only, no code from the pickle runs; a damaged or partial
+  file gives an error that names it and says what to do);
+* renames its keys to this package's names with one explicit table ([`ORIGINAL_TO_HF_KEY_MAPPING`]) and checks that
+  every key is used and every parameter filled ([`convert_original_state_dict`]).
+
+It imports no model class: `ViQModel.from_pretrained` uses it, and `convert_viq_original_to_hf.py` (the converter
+script) builds on both.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .configuration_viq import FSQ_LEVEL_PRESETS
+from .logging_utils import get_logger, one_line
+
+
+logger = get_logger(__name__)
+
+AUTHORS_REPO = "XuminYu/ViQ_weights"
+ORIGINAL_FILENAME = "ViQ/converted_{size}/model_viq_fsq_{size}.pth"
+_FILENAME_RE = re.compile(r"^ViQ/converted_(\w+)/model_viq_fsq_(\w+)\.pth$")
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies")
+
+# Published key (regex, matched from the start) -> this package's key. First match wins; every published key must
+# match exactly one rule, and nothing is dropped silently.
+# fmt: off
+_BLOCK = r"(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)$"
+_BLOCK_NAMES = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.qkv": "self_attn.qkv_proj",
+                "attn.proj": "self_attn.out_proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+_HEADLESS = (r"(norm1|norm2|attn\.qkv|attn\.proj|attn\.decrease_dim|attn\.increase_dim|mlp\.fc1|mlp\.fc2)"
+             r"\.(weight|bias)$")
+_HEADLESS_NAMES = {**_BLOCK_NAMES, "attn.decrease_dim": "self_attn.down_proj",
+                   "attn.increase_dim": "self_attn.up_proj"}
+
+
+def _blocks(target: str, offset: int = 0, names: dict = _BLOCK_NAMES):
+    """`<prefix>.<i>.<module>.<param>` -> `<target>.<i - offset>.<our module name>.<param>`."""
+    return lambda m: f"{target}.{int(m[1]) - offset}.{names[m[2]]}.{m[3]}"
+
+
+
+ORIGINAL_TO_HF_KEY_MAPPING: list[tuple[str, object]] = [
+    # trunk
+    (r"^patch_embed\.proj\.(weight|bias)$",                           r"embeddings.patch_embedding.\1"),
+    (r"^pos_embed$",                                                  "embeddings.position_embedding.weight"),
+    (r"^blocks\.(\d+)\." + _BLOCK,                                    _blocks("encoder.layers")),
+    # attention-pooling head (fed by `norm`, the trunk's final LayerNorm, applied to the quantized features)
+    (r"^norm\.(weight|bias)$",                                        r"post_layernorm.\1"),
+    (r"^attn_pool\.latent$",                                          "head.probe"),
+    (r"^attn_pool\.q\.(weight|bias)$",                                r"head.q_proj.\1"),
+    (r"^attn_pool\.kv\.(weight|bias)$",                               r"head.kv_proj.\1"),
+    (r"^attn_pool\.proj\.(weight|bias)$",                             r"head.out_proj.\1"),
+    (r"^attn_pool\.norm\.(weight|bias)$",                             r"head.layernorm.\1"),
+    (r"^attn_pool\.mlp\.(fc1|fc2)\.(weight|bias)$",                   r"head.mlp.\1.\2"),
+    # fusion block
+    (r"^fusion_block\.vq_low_preprocess_layers\.(\d+)\." + _BLOCK,    _blocks("fusion.layers")),
+    (r"^fusion_block\.vq_low_pre_token_shuffle_head\.(fc1|fc2)\.(weight|bias)$",  r"fusion.expand.\1.\2"),
+    (r"^fusion_block\.vq_low_post_token_shuffle_head\.(fc1|fc2)\.(weight|bias)$", r"fusion.expand_post.\1.\2"),
+    # quantizer
+    (r"^fusion_block\.vq_low\.fsq_pre_attn\.(\d+)\." + _HEADLESS,     _blocks("quantizer.layers", 0, _HEADLESS_NAMES)),
+    (r"^fusion_block\.vq_low\.project_in\.(weight|bias)$",            r"quantizer.project_in.\1"),
+    # code embedder
+    (r"^fusion_block\.vq_low\.project_out\.(weight|bias)$",           r"code_embedder.project_out.\1"),
+    (r"^fusion_block\.vq_low_inverse_token_shuffle_head\.(fc1|fc2)\.(weight|bias)$", r"code_embedder.merge.\1.\2"),
+    (r"^fusion_block\.vq_low_postprocess_layers\.0\.(fc1|fc2)\.(weight|bias)$",      r"code_embedder.mlp.\1.\2"),
+    (r"^fusion_block\.vq_low_postprocess_layers\.(\d+)\.norm\.(weight|bias)$",
+     lambda m: f"code_embedder.residual_layers.{int(m[1]) - 1}.layer_norm.{m[2]}"),
+    (r"^fusion_block\.vq_low_postprocess_layers\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$",
+     lambda m: f"code_embedder.residual_layers.{int(m[1]) - 1}.mlp.{m[2]}.{m[3]}"),
+    (r"^fusion_block\.vq_low_norm_trick_post_quantize_affine_weight$", "code_embedder.affine_weight"),
+    (r"^fusion_block\.vq_low_norm_trick_post_quantize_affine_bias$",   "code_embedder.affine_bias"),
+    # latent head
+    (r"^vae_preprocess_layers\.0\.(fc1|fc2)\.(weight|bias)$",         r"latent_head.mlp.\1.\2"),
+    (r"^vae_preprocess_layers\.1\.(weight|bias)$",                    r"latent_head.layer_norm.\1"),
+    (r"^vae_preprocess_layers\.(\d+)\." + _BLOCK,                     _blocks("latent_head.layers", offset=2)),
+    (r"^vae_head\.conv_norm_out\.(weight|bias)$",                     r"latent_head.norm_out.\1"),
+    (r"^vae_head\.conv_out\.(weight|bias)$",                          r"latent_head.conv_out.\1"),
+    # Qwen-Image VAE: diffusers' AutoencoderKLQwenImage, same names
+    (r"^vae_head\.vae\.(.+)$",                                        r"vae.\1"),
+]
+# fmt: on
+_COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in ORIGINAL_TO_HF_KEY_MAPPING]
+
+
+def rename_original_key(key: str) -> str | None:
+    """This package's name for a published key, or `None` if no rule matches."""
+    for pattern, replacement in _COMPILED:
+        match = pattern.match(key)
+        if match:
+            return replacement(match) if callable(replacement) else match.expand(replacement)
+    return None
+
+
+
+def _join(subfolder: str | None, filename: str) -> str:
+    return f"{subfolder.strip('/')}/{filename}" if subfolder else filename
+
+
+def _offline(hub_kwargs: Mapping) -> bool:
+    from huggingface_hub import constants
+
+    return bool(hub_kwargs.get("local_files_only")) or bool(constants.HF_HUB_OFFLINE)
+
+
+def _check_size(size: str) -> None:
+    if size not in FSQ_LEVEL_PRESETS:
+        raise ValueError(f"Unknown ViQ size {size!r}; expected one of {', '.join(FSQ_LEVEL_PRESETS)}.")
+
+
+def original_layout_sizes(path_or_repo: str | os.PathLike, subfolder: str = "", **hub_kwargs) -> list[str]:
+    """
+    The released sizes (`"2k"`, ..., `"64k"`) whose file the folder or Hub repo holds in the authors' layout; empty
+    if it is not in that layout (a folder with a `config.json` is HF format, whatever else it holds).
+
+    A local folder is listed. A Hub repo is checked in the local cache first; the network is asked only when the
+    caller did not ask for offline use (`local_files_only=True` or `HF_HUB_OFFLINE=1`). `XuminYu/ViQ_weights` is
+    known to hold all five sizes.
+    """
+    if path_or_repo is None:
+        return []
+    path = os.path.expanduser(os.fspath(path_or_repo))
+    if os.path.isdir(path):
+        folder = Path(path) / (subfolder or "")
+        if (folder / "config.json").is_file():
+            return []
+        found = []
+        for file in glob.glob(os.path.join(glob.escape(str(folder)), "ViQ", "converted_*", "model_viq_fsq_*.pth")):
+            match = _FILENAME_RE.match(Path(file).relative_to(folder).as_posix())
+            if match and match.group(1) == match.group(2) and match.group(1) in FSQ_LEVEL_PRESETS:
+                found.append(match.group(1))
+        return [size for size in FSQ_LEVEL_PRESETS if size in found]
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        return []  # a file, or a local path that does not exist: not a Hub id
+    repo = os.fspath(path_or_repo)
+    if repo == AUTHORS_REPO and not subfolder:
+        return list(FSQ_LEVEL_PRESETS)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = [
+        size
+        for size in FSQ_LEVEL_PRESETS
+        if isinstance(
+            try_to_load_from_cache(repo, _join(subfolder, ORIGINAL_FILENAME.format(size=size)),
+                                   cache_dir=hub_kwargs.get("cache_dir"), revision=hub_kwargs.get("revision")),
+            str,
+        )
+    ]  # fmt: skip
+    if cached or _offline(hub_kwargs):
+        return cached
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        files = HfApi().list_repo_files(repo, revision=hub_kwargs.get("revision"), token=hub_kwargs.get("token"))
+    except (HfHubHTTPError, OSError, ValueError) as error:  # no network, no such repo, gated: not provably ours
+        logger.debug(f"Could not list {repo}: {error}")
+        return []
+    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+    if f"{prefix}config.json" in files:
+        return []
+    names = {ORIGINAL_FILENAME.format(size=size): size for size in FSQ_LEVEL_PRESETS}
+    return [names[f[len(prefix):]] for f in files if f.startswith(prefix) and f[len(prefix):] in names]
+
+
+def is_original_layout(path_or_repo, size: str | None = None, subfolder: str = "", **hub_kwargs) -> bool:
+    """Whether `path_or_repo` is in the authors' layout (and holds the file of `size`, if given)."""
+    sizes = original_layout_sizes(path_or_repo, subfolder=subfolder, **hub_kwargs)
+    return bool(sizes) if size is None else size in sizes
+
+
+def resolve_original_checkpoint(path_or_repo: str | os.PathLike, size: str, subfolder: str = "", **hub_kwargs) -> str:
+    """
+    Local path of `ViQ/converted_<size>/model_viq_fsq_<size>.pth` in a folder or a Hub repo (only that file is
+    downloaded; with `HF_HUB_OFFLINE=1` or `local_files_only=True` it comes from the cache, without any request).
+    """
+    _check_size(size)
+    filename = _join(subfolder, ORIGINAL_FILENAME.format(size=size))
+    local = os.path.expanduser(os.fspath(path_or_repo))
+    if os.path.isdir(local):
+        path = Path(local) / filename
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path_or_repo} is a local folder without {filename}: not the authors' layout for size {size!r}."
+            )
+        return str(path)
+    from huggingface_hub import hf_hub_download
+
+    kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS and v is not None}
+    if _offline(hub_kwargs):
+        kwargs["local_files_only"] = True
+    return hf_hub_download(os.fspath(path_or_repo), filename=filename, **kwargs)
+
+
+def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """
+    Read a published `.pth` (memory-mapped, tensors only; no code from the pickle runs).
+
+    Raises:
+        `OSError` naming the file when it is damaged or incomplete (an interrupted download, say), with what to do;
+        `ValueError` when it holds something other than a state dict of tensors.
+    """
+    path = os.fspath(path)
+    what_to_do = (
+        "It is probably an interrupted or partial download: delete it and download it again "
+        "(e.g. `huggingface_hub.hf_hub_download(repo, filename, force_download=True)`)."
+    )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such checkpoint file: {path}")
+    size = os.path.getsize(path)
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, whose directory sits at the very end
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):  # not a legacy pickle
+            raise OSError(f"Cannot read {path} ({size:,} bytes): the file is damaged or incomplete (not a PyTorch "
+                          f"checkpoint archive). {what_to_do}")  # fmt: skip
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error).lower():
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)  # an old non-zip pickle cannot be mapped
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" in str(error).lower():
+            raise ValueError(
+                f"{path} holds objects other than tensors; it is not a published ViQ state dict, and it is not loaded "
+                "because that would run code from the file."
+            ) from None
+        raise OSError(f"Cannot read {path}: the file is damaged ({one_line(error)}). {what_to_do}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise OSError(
+            f"Cannot read {path} ({size:,} bytes): the file is damaged or incomplete ({one_line(error)}). "
+            f"{what_to_do}"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a plain state dict of tensors.")
+    return state
+
+
+
+def convert_original_state_dict(
+    original: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Size],
+    *,
+    include_decoder: bool = True,
+    dtype: torch.dtype | None = torch.float32,
+    description: str = "a ViQ model",
+) -> dict[str, torch.Tensor]:
+    """
+    Rename and reshape a published state dict to this package's layout, after checking it completely.
+
+    Args:
+        original: the published state dict.
+        expected: `{key: shape}` of the target model (e.g. from a model built on the meta device).
+        include_decoder: whether the target has the latent head and the VAE; if not, their tensors are left out.
+        dtype: cast floating tensors to it (`None` keeps the file's dtypes).
+        description: what the target is, for the error message (e.g. "a ViQ model with fsq_levels=[...]").
+
+    Raises:
+        `ValueError` listing, by name, every published key no rule maps (unexpected), every model key not filled
+        (missing) and every shape that differs, in one message.
+    """
+    converted, unexpected, mismatched, sources, mismatched_keys = {}, [], [], {}, set()
+    left_out = 0
+    for key, tensor in original.items():
+        new_key = rename_original_key(key)
+        if not include_decoder and new_key is not None and new_key.startswith(("latent_head.", "vae.")):
+            left_out += 1  # the target is built without the decoder
+            continue
+        if new_key is None or new_key not in expected:
+            unexpected.append(key if new_key is None else f"{key} (-> {new_key}, which the model does not have)")
+            continue
+        if new_key == "embeddings.position_embedding.weight" and tensor.ndim == 3 and tensor.shape[0] == 1:
+            tensor = tensor[0]  # published as (1, grid * grid, hidden)
+        if tuple(tensor.shape) != tuple(expected[new_key]):
+            mismatched.append(f"{key} -> {new_key}: file {tuple(tensor.shape)}, model {tuple(expected[new_key])}")
+            mismatched_keys.add(new_key)
+            continue
+        if new_key in converted:
+            unexpected.append(f"{key} (duplicate of {sources[new_key]})")
+            continue
+        sources[new_key] = key
+        converted[new_key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+    missing = sorted(set(expected) - set(converted) - mismatched_keys)
+    if unexpected or missing or mismatched:
+        groups = [(t, i) for t, i in (("unexpected keys", unexpected), ("missing keys", missing),
+                                       ("shape mismatches", mismatched)) if i]  # fmt: skip
+        summary = "; ".join(f"{len(items)} {title} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
+                            for title, items in groups)  # fmt: skip
+        lines = [f"The checkpoint does not match {description}: {summary}."]
+        for title, items in groups:
+            shown = items[:50] + ([f"... and {len(items) - 50} more"] if len(items) > 50 else [])
+            lines.append(f"  all {len(items)} {title}: " + ", ".join(shown))
+        raise ValueError("\n".join(lines))
+    if left_out:
+        logger.info(f"Left out {left_out} decoder tensors (latent head, VAE): the model is built without its decoder")
+    return converted
+
+
+def file_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """The floating dtype most of a state dict's parameters are stored in (what `dtype="auto"` loads)."""
+    counts: dict[torch.dtype, int] = {}
+    for tensor in state_dict.values():
+        if tensor.is_floating_point():
+            counts[tensor.dtype] = counts.get(tensor.dtype, 0) + tensor.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
+
+
+__all__ = [
+    "AUTHORS_REPO",
+    "ORIGINAL_FILENAME",
+    "ORIGINAL_TO_HF_KEY_MAPPING",
+    "convert_original_state_dict",
+    "file_dtype",
+    "is_original_layout",
+    "load_original_state_dict",
+    "original_layout_sizes",
+    "rename_original_key",
+    "resolve_original_checkpoint",
+]

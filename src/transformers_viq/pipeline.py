@@ -1,0 +1,449 @@
+# Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
+"""The everyday ViQ jobs as a small library API: load a tokenizer by name, encode, decode, reconstruct.
+
+The `viq` command line, the `eval/` scripts, extraction and the lmms-eval plugin all go through this module, so they
+measure exactly the same pipeline.
+
+```python
+from transformers_viq.pipeline import ViQPipeline
+
+pipe = ViQPipeline.from_pretrained("XuminYu/ViQ_weights", size="16k", device="auto")   # or an HF-format folder
+codes = pipe.encode(["cat.jpg", "dog.png"])        # a ViQCodes: uint16-ready codes, grids, names and sizes
+images = pipe.decode(codes)                        # uint8 (H, W, 3) arrays at the size each image was fed
+for item in pipe.reconstruct(["cat.jpg"]):         # encode + decode, with the image the model saw
+    print(item.name, reconstruction_numbers(item, pipe.codebook_size)["psnr"])
+```
+
+Errors are the library's usual ones: `FileNotFoundError` for a missing file or model folder, `ValueError` naming the
+image for unreadable or unsuitable input, [`ModelLoadError`] (its `__cause__` is the original error) when a model
+cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .configuration_viq import FSQ_LEVEL_PRESETS
+from .image_io import load_rgb
+from .logging_utils import get_logger, one_line, progress_bar
+from .original_checkpoint import AUTHORS_REPO, original_layout_sizes
+
+
+logger = get_logger(__name__)
+
+DEFAULT_MODEL = AUTHORS_REPO
+DEFAULT_SIZE = "16k"
+SIZES = tuple(FSQ_LEVEL_PRESETS)
+DTYPES = ("float32", "bfloat16")
+
+
+class ModelLoadError(RuntimeError):
+    """A model (or its processor) could not be loaded; the original error is the `__cause__`."""
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Resolving what to load
+# ------------------------------------------------------------------------------------------------------------------
+def looks_like_path(model: str) -> bool:
+    """A local path rather than a Hub id (`owner/name`)."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`"auto"` -> `"cuda"` when available, else `"cpu"`; a CUDA device without CUDA raises a `ValueError`."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine (use 'cpu').")
+    return device
+
+
+def resolve_model(model: str | None = None, size: str | None = None, **hub_kwargs) -> tuple[str, str | None]:
+    """
+    `(model, size)` to load. `size` selects the authors' layout; without it, a folder or repo in that layout (see
+    `original_checkpoint.original_layout_sizes`) takes size 16k when it holds it, or its only size; anything else is
+    read in HF format. No model means `XuminYu/ViQ_weights` at 16k.
+
+    Raises:
+        `FileNotFoundError` for a local path that does not exist; `ValueError` for an unknown size, or a folder in
+        the authors' layout that holds several sizes but not 16k.
+    """
+    if size is not None and size not in FSQ_LEVEL_PRESETS:
+        raise ValueError(f"Unknown ViQ size {size!r}; expected one of {', '.join(SIZES)}.")
+    if model is None:
+        return DEFAULT_MODEL, size or DEFAULT_SIZE
+    model = os.fspath(model)
+    if looks_like_path(model) and not os.path.isdir(os.path.expanduser(model)):
+        raise FileNotFoundError(f"no such model folder: {model}")
+    if size is None:
+        sizes = original_layout_sizes(model, **hub_kwargs)
+        if DEFAULT_SIZE in sizes:
+            size = DEFAULT_SIZE
+        elif len(sizes) == 1:
+            size = sizes[0]
+        elif sizes:
+            raise ValueError(f"{model} is in the authors' layout with sizes {', '.join(sizes)}: choose one.")
+    return model, size
+
+
+def recorded_model_id(model_id: str) -> str:
+    """How a model is recorded in a codes file or dataset: a local folder as an absolute path, a Hub id as is."""
+    expanded = os.path.expanduser(model_id)
+    return str(Path(expanded).resolve()) if os.path.isdir(expanded) else model_id
+
+
+def load_config(model: str, size: str | None = None, **hub_kwargs):
+    """The `ViQConfig` of a model without loading its weights (the preset for the authors' layout)."""
+    from .configuration_viq import ViQConfig
+
+    if size is not None:
+        return ViQConfig.from_preset(size)
+    return ViQConfig.from_pretrained(model, **hub_kwargs)
+
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Results
+# ------------------------------------------------------------------------------------------------------------------
+@dataclass
+class Reconstruction:
+    """One image through encode -> decode, with the image the model saw."""
+
+    name: str
+    original: np.ndarray  # uint8 (H, W, 3) as fed to the model (resized, not padded)
+    reconstruction: np.ndarray  # uint8, same shape
+    codes: np.ndarray  # int64 (4 * h * w,)
+    grid_hw: tuple[int, int]
+    source_size: tuple[int, int]  # (height, width) of the file
+    extra: dict = field(default_factory=dict)
+
+
+def reconstruction_numbers(item: Reconstruction, codebook_size: int) -> dict:
+    """bpp, byte sizes (codes, raw RGB, PNG and JPEG q90 of the fed original), PSNR and SSIM of one reconstruction."""
+    from . import metrics
+
+    height, width = item.original.shape[:2]
+    pixels = height * width
+    bits = metrics.bits_per_code(codebook_size)
+    num_codes = int(item.codes.size)
+    return {
+        "name": item.name,
+        "source_height": item.source_size[0],
+        "source_width": item.source_size[1],
+        "height": height,
+        "width": width,
+        "grid_h": item.grid_hw[0],
+        "grid_w": item.grid_hw[1],
+        "num_codes": num_codes,
+        "codebook_size": codebook_size,
+        "bits_per_code": bits,
+        "bpp": num_codes * bits / pixels,
+        "bpp_uint16": num_codes * 16 / pixels,
+        "code_bytes_packed": math.ceil(num_codes * bits / 8),
+        "code_bytes_uint16": 2 * num_codes,
+        "raw_rgb_bytes": 3 * pixels,
+        "png_bytes": metrics.png_bytes(item.original),
+        "jpeg90_bytes": metrics.jpeg_bytes(item.original, 90),
+        "psnr": metrics.psnr(item.original, item.reconstruction),
+        "ssim": metrics.ssim(item.original, item.reconstruction),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The pipeline
+# ------------------------------------------------------------------------------------------------------------------
+def _name_of(source: Any, index: int) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name
+    return f"image {index}"
+
+
+def _batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), max(1, batch_size)):
+        yield items[start : start + batch_size]
+
+
+class ViQPipeline:
+    """
+    A ViQ tokenizer with its image processor, for encoding images to codes and decoding codes to images.
+
+    Args:
+        model ([`ViQModel`]): the tokenizer (in eval mode, on its device).
+        image_processor ([`ViQImageProcessor`], *optional*): defaults to the native-resolution defaults.
+        model_id (`str`, *optional*): the name or path it was loaded from (recorded in codes files).
+        viq_size (`str`, *optional*): the size it was loaded as from the authors' layout (`None` for HF format).
+    """
+
+    def __init__(self, model, image_processor=None, model_id: str | None = None, viq_size: str | None = None):
+        from .image_processing_viq import ViQImageProcessor
+
+        self.model = model
+        self.image_processor = image_processor if image_processor is not None else ViQImageProcessor()
+        self.model_id = model_id or getattr(model.config, "_name_or_path", None) or None
+        self.viq_size = viq_size
+
+    # ---- loading ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike | None = None,
+        size: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        max_pixels: int | None = None,
+        do_resize: bool = True,
+        **hub_kwargs,
+    ) -> ViQPipeline:
+        """
+        Load a tokenizer and its image processor for inference.
+
+        Args:
+            model (`str`, *optional*): an HF-format folder/repo, or the authors' layout (default
+                `XuminYu/ViQ_weights`).
+            size (`str`, *optional*): the size to read from the authors' layout (`2k` ... `64k`; default 16k there).
+            device (`str`, *optional*, defaults to `"auto"`): `auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`.
+            dtype (`str`, *optional*, defaults to `"float32"`): `float32` or `bfloat16`.
+            max_pixels (`int`, *optional*): pixel budget per image (overrides the processor's).
+            do_resize (`bool`, *optional*, defaults to `True`): `False` for the authors' preprocessing (no resize,
+                zero padding to multiples of 16).
+            hub_kwargs: `revision`, `cache_dir`, `local_files_only`, `token`.
+
+        An HF-format model brings its `preprocessor_config.json` (if any); the authors' layout uses the defaults.
+        """
+        import torch
+
+        from .image_processing_viq import ViQImageProcessor
+        from .modeling_viq import ViQModel
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}.")
+        model_id, size = resolve_model(None if model is None else os.fspath(model), size, **hub_kwargs)
+        device = resolve_device(device)
+        try:
+            viq = ViQModel.from_pretrained(model_id, viq_size=size, dtype=getattr(torch, dtype), **hub_kwargs)
+        except Exception as error:  # hub errors, missing files, bad configs, damaged weights
+            where = model_id + (f" (size {size})" if size else "")
+            raise ModelLoadError(f"cannot load model {where}: {one_line(error)}") from error
+        viq = viq.to(device).eval()
+        overrides: dict[str, Any] = {"do_resize": do_resize}
+        if max_pixels is not None:
+            overrides["max_pixels"] = int(max_pixels)
+        processor = None
+        if size is None:  # HF format: the processor saved with the model, if any
+            try:
+                processor = ViQImageProcessor.from_pretrained(model_id, **overrides, **hub_kwargs)
+            except (OSError, ValueError) as error:
+                if "preprocessor_config.json" not in str(error):
+                    raise ModelLoadError(
+                        f"cannot load the image processor of {model_id}: {one_line(error)}"
+                    ) from error
+        if processor is None:
+            processor = ViQImageProcessor(**overrides)
+        return cls(viq, processor, model_id=model_id, viq_size=size)
+
+    # ---- properties ---------------------------------------------------------------------------------------------
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self):
+        return next(self.model.parameters()).dtype
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def codebook_size(self) -> int:
+        return self.model.config.codebook_size
+
+    def fed_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size `(height, width)` the processor feeds to the model for an input of this size, before padding."""
+        if self.image_processor.do_resize:
+            return self.image_processor.get_resized_size(height, width)
+        return height, width
+
+    def fed_image(self, array: np.ndarray) -> np.ndarray:
+        """A `uint8` image as the model sees it (resized as the processor does, before normalisation and padding)."""
+        height, width = self.fed_size(*array.shape[:2])
+        if (height, width) == array.shape[:2]:
+            return array
+        resized = self.image_processor.resize(np.ascontiguousarray(array.transpose(2, 0, 1)), (height, width))
+        return np.ascontiguousarray(resized.transpose(1, 2, 0))
+
+    # ---- encoding -----------------------------------------------------------------------------------------------
+    def encode_batch(self, images: Sequence[Any], names: Sequence[str] | None = None):
+        """
+        Encode images (paths, PIL images, arrays) in one packed call.
+
+        Returns:
+            `(codes, image_grid_hw)`: CPU int64 tensors, `(sum_i 4*h_i*w_i,)` and `(num_images, 2)`.
+
+        Raises:
+            `ValueError` naming the image at fault (by `names`, or its file name) when one cannot be processed.
+        """
+        try:
+            inputs = self.image_processor(images=list(images), return_tensors="pt")
+        except ValueError:
+            names = list(names) if names is not None else [_name_of(image, i) for i, image in enumerate(images)]
+            for name, image in zip(names, images):  # find the image at fault, to name it
+                try:
+                    self.image_processor(images=[image])
+                except ValueError as single:
+                    message = one_line(single).split(": ", 1)[-1] if one_line(single).startswith("Image 0") else (
+                        one_line(single))  # fmt: skip
+                    raise ValueError(f"{name}: {message}") from single
+            raise
+        out = self.model.encode(
+            inputs["pixel_values"].to(self.device, self.dtype),
+            inputs["image_grid_hw"].to(self.device),
+            return_pooler_output=False,
+        )
+        return out.image_codes.cpu(), out.image_grid_hw.cpu()
+
+    def encode(self, images: Iterable[Any], names: Sequence[str] | None = None, batch_size: int = 4,
+               progress: bool = True):  # fmt: skip
+        """
+        Encode images in packed batches to a [`ViQCodes`] that records, per image, its name and the size the model
+        was fed (so that decoding can give the image back at that size).
+
+        Args:
+            images: paths, PIL images or `uint8` arrays.
+            names (`list[str]`, *optional*): one per image (default: file names, or `image <i>`).
+            batch_size (`int`, *optional*, defaults to 4): images per packed model call.
+            progress (`bool`, *optional*, defaults to `True`): show a progress bar (on a terminal).
+        """
+        import torch
+
+        from .codes_io import ViQCodes
+
+        images = list(images)
+        names = list(names) if names is not None else [_name_of(image, i) for i, image in enumerate(images)]
+        if len(names) != len(images):
+            raise ValueError(f"Got {len(names)} names for {len(images)} images.")
+        all_codes, all_grids, records = [], [], []
+        with progress_bar(total=len(images), desc="encode", unit="img", disable=not progress) as bar:
+            for start in range(0, len(images), max(1, batch_size)):
+                batch, batch_names = images[start : start + batch_size], names[start : start + batch_size]
+                codes, grid = self.encode_batch(batch, batch_names)
+                all_codes.append(codes)
+                all_grids.append(grid)
+                for name, image in zip(batch_names, batch):
+                    height, width = self.fed_size(*self._source_size(image))
+                    records.append({"name": name, "height": int(height), "width": int(width)})
+                bar.update(len(batch))
+        return ViQCodes(
+            torch.cat(all_codes) if all_codes else torch.zeros(0, dtype=torch.int64),
+            torch.cat(all_grids) if all_grids else torch.zeros((0, 2), dtype=torch.int64),
+            list(self.config.fsq_levels),
+            model=recorded_model_id(self.model_id) if self.model_id else None,
+            viq_size=self.viq_size or self.config.preset,
+            codes_per_patch=self.config.codes_per_patch,
+            patch_size=self.config.vision_config.patch_size,
+            images=records,
+        )
+
+    def _source_size(self, image: Any) -> tuple[int, int]:
+        decoded = self.image_processor.decode_image(image)
+        return int(decoded.shape[1]), int(decoded.shape[2])
+
+    # ---- decoding -----------------------------------------------------------------------------------------------
+    def decode_codes(self, codes, image_grid_hw, sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """Codes of one or more images -> `uint8` RGB arrays `(H, W, 3)`, cropped to `sizes` where given."""
+        decoded = self.model.decode(codes.to(self.device), image_grid_hw.to(self.device))
+        arrays = self.image_processor.postprocess(decoded, return_tensors="np")
+        if sizes is not None:
+            arrays = [array[:height, :width] for array, (height, width) in zip(arrays, sizes)]
+        return arrays
+
+    def decode(self, codes, batch_size: int = 4, progress: bool = True) -> list[np.ndarray]:
+        """
+        A [`ViQCodes`] -> one `uint8` RGB array per image, at the size each image was fed to the model (the padding
+        added by the processor is cropped; codes without recorded sizes come back at their grid's size).
+
+        Raises:
+            `IncompatibleCodebookError` (a `ValueError`) when the codes were made with another codebook.
+        """
+        import torch
+
+        codes.check_compatible(self.config)
+        per_image = codes.split()
+        patch = codes.patch_size
+        records = codes.images or [{} for _ in range(codes.num_images)]
+        arrays: list[np.ndarray] = []
+        with progress_bar(total=codes.num_images, desc="decode", unit="img", disable=not progress) as bar:
+            for batch in _batches(list(range(codes.num_images)), batch_size):
+                sizes = []
+                for index in batch:
+                    grid_h, grid_w = codes.image_grid_hw[index].tolist()
+                    height = min(int(records[index].get("height", grid_h * patch)), grid_h * patch)
+                    width = min(int(records[index].get("width", grid_w * patch)), grid_w * patch)
+                    sizes.append((height, width))
+                batch_codes = torch.cat([per_image[index] for index in batch])
+                arrays += self.decode_codes(batch_codes, codes.image_grid_hw[batch], sizes)
+                bar.update(len(batch))
+        return arrays
+
+    # ---- both ---------------------------------------------------------------------------------------------------
+    def reconstruct(self, items: Iterable[Any], batch_size: int = 4, progress: bool = True, desc: str = "reconstruct",
+                    total: int | None = None) -> Iterator[Reconstruction]:  # fmt: skip
+        """
+        Encode and decode images in packed batches. `items` is any iterable (read lazily) of paths, arrays, or
+        `(name, path or uint8 array)` pairs. Yields [`Reconstruction`]s in input order.
+        """
+        if total is None and hasattr(items, "__len__"):
+            total = len(items)
+
+        def run(batch):
+            arrays = [load_rgb(source) if isinstance(source, (str, os.PathLike)) else source for _, source in batch]
+            codes, grid = self.encode_batch(arrays, [name for name, _ in batch])
+            fed = [self.fed_image(array) for array in arrays]
+            recon = self.decode_codes(codes, grid, [image.shape[:2] for image in fed])
+            counts = (self.config.codes_per_patch * grid[:, 0] * grid[:, 1]).tolist()
+            for (name, _), array, image, output, image_codes, hw in zip(
+                batch, arrays, fed, recon, codes.split(counts), grid.tolist()
+            ):
+                yield Reconstruction(name, image, output, image_codes.numpy(), tuple(hw), tuple(array.shape[:2]))
+
+        with progress_bar(total=total, desc=desc, unit="img", disable=not progress) as bar:
+            batch: list[tuple[str, Any]] = []
+            for index, item in enumerate(items):
+                if isinstance(item, (str, os.PathLike)):
+                    batch.append((Path(item).name, item))
+                elif isinstance(item, tuple):
+                    batch.append(item)
+                else:
+                    batch.append((f"image {index}", item))
+                if len(batch) == max(1, batch_size):
+                    yield from run(batch)
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                yield from run(batch)
+                bar.update(len(batch))
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_SIZE",
+    "ModelLoadError",
+    "Reconstruction",
+    "ViQPipeline",
+    "load_config",
+    "looks_like_path",
+    "reconstruction_numbers",
+    "recorded_model_id",
+    "resolve_device",
+    "resolve_model",
+]
