@@ -212,9 +212,10 @@ def jpeg_bytes(image, quality: int = 90) -> int:
 
 
 def decode_image_bytes(data: bytes) -> np.ndarray:
-    """Decode an encoded image (PNG/JPEG bytes) to a `uint8` RGB array."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+    """Decode an encoded image (PNG/JPEG bytes) to a `uint8` RGB array (through `image_io`, the one reader)."""
+    from .image_io import load_rgb
+
+    return load_rgb(bytes(data))
 
 
 @dataclass
