@@ -79,6 +79,8 @@ def test_construction_errors():
         ViQProcessor()
     with pytest.raises(ValueError, match="projector_type"):
         ViQProcessor(tokenizer=qwen_tokenizer(), projector_type="linear")
+    with pytest.raises(ValueError, match="padding_side"):
+        ViQProcessor(tokenizer=qwen_tokenizer(), padding_side="middle")
 
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel

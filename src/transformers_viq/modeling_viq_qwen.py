@@ -367,6 +367,22 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             image_hidden_states=outputs.image_hidden_states,
         )
 
+    def generate(self, *args, **kwargs):
+        r"""
+        [`~transformers.GenerationMixin.generate`], refusing right-padded batches: a decoder-only model continues each
+        prompt after its last position, which for a right-padded prompt is padding, so its answer would be silently
+        wrong. [`ViQProcessor`] pads on the left by default.
+        """
+        attention_mask = kwargs.get("attention_mask")
+        if attention_mask is not None and attention_mask.ndim == 2 and not bool(attention_mask[:, -1].all()):
+            rows = (attention_mask[:, -1] == 0).nonzero().flatten().tolist()
+            raise ValueError(
+                f"Right-padded batch passed to generate (rows {rows} end in padding): generation continues after the "
+                "last position, so those rows would continue from padding. Pad on the left (ViQProcessor's default, "
+                "or `padding_side='left'`)."
+            )
+        return super().generate(*args, **kwargs)
+
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if not is_first_iteration and kwargs.get("use_cache", True):

@@ -91,6 +91,10 @@ class ViQProcessor(ProcessorMixin):
         projector_type (`str`, *optional*, defaults to `"pooled"`):
             The projector of the model this processor feeds (`ViQQwenConfig.projector_type`): it sets how many image
             tokens an image takes. Saved with the processor.
+        padding_side (`str`, *optional*, defaults to `"left"`):
+            Where batches are padded; set on the tokenizer and saved with the processor. Left padding is what batched
+            generation with a decoder-only model needs (a right-padded prompt would continue after its padding);
+            training collators pass `padding_side="right"` per call, which takes precedence.
 
     Example:
 
@@ -118,12 +122,15 @@ class ViQProcessor(ProcessorMixin):
         tokenizer=None,
         chat_template: str | None = None,
         projector_type: str = "pooled",
+        padding_side: str = "left",
         **kwargs,
     ):
         if tokenizer is None:
             raise ValueError("ViQProcessor needs a Qwen2.5 tokenizer (`tokenizer=`).")
         if projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"Unknown projector_type {projector_type!r}; expected one of {PROJECTOR_TYPES}.")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"`padding_side` must be 'left' or 'right', got {padding_side!r}.")
         if image_processor is None:
             image_processor = ViQImageProcessor(size_divisor=32)
         image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
@@ -133,6 +140,10 @@ class ViQProcessor(ProcessorMixin):
             )
         self.image_token_id = image_token_id
         self.projector_type = projector_type
+        # Update: the processor decides the padding side (the Qwen2 tokenizer defaults to right padding), so a batch
+        # padded by this processor, by `pipeline("image-text-to-text")` or by lmms-eval generates like its prompts alone.
+        self.padding_side = padding_side
+        tokenizer.padding_side = padding_side
         if chat_template is None:
             chat_template = CHAT_TEMPLATE
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
