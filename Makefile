@@ -9,12 +9,14 @@ STAMP := $(VENV)/.installed
 
 # torch is pinned first (2.13.0: on the project's machines pip takes a CPU wheel kept on local disk; elsewhere install
 # the torch build you want before `make`); everything else comes from requirements-dev.txt (exact pins that install
-# together) and the package itself (editable).
+# together), lmms-eval without its dependencies (they would pull in a CUDA torch and torchvision;
+# requirements-dev.txt pins the parts it imports) and the package itself (editable).
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -r requirements-dev.txt
+	$(PIP) install --quiet --no-deps lmms-eval==0.7.3
 	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -1,0 +1,151 @@
+"""The paper's nine understanding benchmarks for a ViQ VLM through lmms-eval, and its Table 1 with our row beside it.
+
+Runs `lmms-eval --model viq_qwen` on mmstar, mmmu_val, simplevqa, infovqa_val, textvqa_val, docvqa_val, ocrbench,
+ai2d and chartqa (one lmms-eval run; several processes with `--num-processes`), reads the results JSON and writes
+`table.md` (also printed): the paper's nine columns, OCRBench on its 0-1000 scale, the paper's average, and the
+published ViQ rows with their source.
+
+    python eval/benchmarks.py --model me/viq-qwen2.5-7b                            # one GPU
+    python eval/benchmarks.py --model me/viq-qwen2.5-7b --num-processes 8          # 8 GPUs (accelerate launch)
+    python eval/benchmarks.py --model /tmp/tiny-vlm --fixtures --device cpu        # offline fixtures (eval/tasks)
+    python eval/benchmarks.py --results outputs/benchmarks                         # table of an earlier run
+
+lmms-eval exits 0 even when a task fails, so the script checks the results: it exits 1 when one of the nine has no
+score. Needs lmms-eval 0.7.3 installed with `--no-deps` (README, "Evaluating a VLM").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from transformers_viq.integrations.lmms_eval_report import (
+    BENCHMARKS,
+    PAPER_ROWS,
+    TableRow,
+    find_results,
+    load_json,
+    markdown_table,
+    scores_from_results,
+)
+
+
+FIXTURE_TASKS = Path(__file__).resolve().parent / "tasks"
+
+
+def lmms_eval_command(args: argparse.Namespace) -> list[str]:
+    """The `lmms-eval` call (under `accelerate launch` for several processes)."""
+    model_args = [f"pretrained={args.model}", f"image_input={args.image_input}"]
+    model_args += [f"{key}={value}" for key, value in (("max_pixels", args.max_pixels), ("dtype", args.dtype))
+                   if value is not None]  # fmt: skip
+    if args.model_args:
+        model_args.append(args.model_args)
+    tasks = [benchmark.fixture_task if args.fixtures else benchmark.task for benchmark in selected(args.benchmarks)]
+    command = ["-m", "lmms_eval", "--model", "viq_qwen", "--model_args", ",".join(model_args),
+               "--tasks", ",".join(tasks), "--batch_size", str(args.batch_size),
+               "--output_path", str(args.output_dir), "--log_samples"]  # fmt: skip
+    if args.fixtures:
+        command += ["--include_path", str(FIXTURE_TASKS)]
+    if args.limit is not None:
+        command += ["--limit", str(args.limit)]
+    if args.device is not None:
+        command += ["--device", args.device]
+    if args.num_processes > 1:
+        launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(args.num_processes),
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                  "--main_process_port", str(free_port())]  # fmt: skip
+        return [sys.executable, *launch, *command]
+    return [sys.executable, *command]
+
+
+def selected(names: str | None) -> list:
+    """The benchmarks named in `--benchmarks` (paper column or lmms-eval task names, comma-separated), or all nine."""
+    if not names:
+        return list(BENCHMARKS)
+    by_name = {name.lower(): benchmark for benchmark in BENCHMARKS for name in (benchmark.column, benchmark.task)}
+    unknown = [name for name in names.split(",") if name.strip().lower() not in by_name]
+    if unknown:
+        raise SystemExit(f"benchmarks: unknown benchmark(s) {unknown}; choose from {', '.join(sorted(by_name))}")
+    chosen = {by_name[name.strip().lower()] for name in names.split(",")}
+    return [benchmark for benchmark in BENCHMARKS if benchmark in chosen]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def report(results_path: Path, fixtures: bool, label: str | None, wanted: list) -> tuple[str, list[str]]:
+    """The Markdown report of a results file, and the wanted benchmarks without a score."""
+    results = load_json(results_path)
+    fixtures = fixtures or any(benchmark.fixture_task in results.get("results", {}) for benchmark in BENCHMARKS)
+    scores, notes = scores_from_results(results, fixtures=fixtures)
+    name = label or results.get("config", {}).get("model_args", "").split(",")[0].removeprefix("pretrained=") or "ours"
+    where = "offline fixtures (eval/tasks), a few rows each" if fixtures else "lmms-eval 0.7.3"
+    ours = TableRow(f"{name} (ours)", scores, f"{where}: {results_path}")
+    lines = ["# Multi-modal understanding (layout of the ViQ paper's Table 1)", "", markdown_table([ours, *PAPER_ROWS])]
+    lines += ["", "OCRBench is on its 0-1000 scale (correct answers out of the benchmark's 1000); Avg. is the paper's: "
+              "the mean of the nine columns with OCRBench divided by 10."]  # fmt: skip
+    if fixtures:
+        lines += ["The fixtures are a few generated rows per benchmark: they check the wiring, their scores say "
+                  "nothing about a model (and OCRBench counts correct answers, so at most the number of rows)."]  # fmt: skip
+    if notes:
+        lines += ["", "Notes on our row:"] + [f"- {column}: {note}" for column, note in notes.items()]
+    missing = [benchmark.column for benchmark, score in zip(BENCHMARKS, scores) if score is None and benchmark in wanted]
+    return "\n".join(lines) + "\n", missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a saved ViQForConditionalGeneration (folder or Hub repo) with its processor")
+    parser.add_argument("--results", type=Path, help="only print the table of an earlier run (folder or JSON)")
+    parser.add_argument("--fixtures", action="store_true", help="the offline fixture tasks of eval/tasks")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/benchmarks"))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-processes", type=int, default=1, help="> 1: accelerate launch, one model per process")
+    parser.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when there is one)")
+    parser.add_argument("--dtype", help="bfloat16 (default on GPU), float16, float32 (default on CPU) or auto")
+    parser.add_argument("--max-pixels", type=int, help="largest image area (default: the processor's)")
+    parser.add_argument("--image-input", choices=("pixels", "codes"), default="pixels")
+    parser.add_argument("--model-args", help="more viq_qwen model_args, e.g. attn_implementation=flash_attention_2")
+    parser.add_argument("--benchmarks", help="a comma-separated subset, e.g. MMStar,OCRBench (default: all nine)")
+    parser.add_argument("--limit", type=int, help="documents per benchmark (a quick check, not the paper's numbers)")
+    parser.add_argument("--label", help="name of our row (default: the model)")
+    args = parser.parse_args(argv)
+    if (args.model is None) == (args.results is None):
+        parser.error("give --model (run the nine benchmarks) or --results (table of an earlier run)")
+
+    if args.results is not None:
+        results_path = find_results(args.results)
+    else:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        command = lmms_eval_command(args)
+        print("+ " + " ".join(command), file=sys.stderr, flush=True)
+        started = time.time()
+        completed = subprocess.run(command, env=os.environ.copy())
+        if completed.returncode != 0:
+            print(f"benchmarks: lmms-eval failed (exit code {completed.returncode})", file=sys.stderr)
+            return completed.returncode
+        results_path = find_results(args.output_dir)
+        if results_path.stat().st_mtime < started:
+            print(f"benchmarks: lmms-eval wrote no results under {args.output_dir}", file=sys.stderr)
+            return 1
+    text, missing = report(results_path, args.fixtures, args.label, selected(args.benchmarks))
+    table_path = (args.output_dir if args.results is None else results_path.parent) / "table.md"
+    table_path.write_text(text, encoding="utf-8")
+    print(text)
+    print(f"written to {table_path}", file=sys.stderr)
+    if missing:
+        print(f"benchmarks: no score for {', '.join(missing)} (see lmms-eval's log above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
