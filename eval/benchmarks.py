@@ -89,15 +89,20 @@ def report(results_path: Path, fixtures: bool, label: str | None, wanted: list) 
     name = label or results.get("config", {}).get("model_args", "").split(",")[0].removeprefix("pretrained=") or "ours"
     where = "offline fixtures (eval/tasks), a few rows each" if fixtures else "lmms-eval 0.7.3"
     ours = TableRow(f"{name} (ours)", scores, f"{where}: {results_path}")
-    lines = ["# Multi-modal understanding (layout of the ViQ paper's Table 1)", "", markdown_table([ours, *PAPER_ROWS])]
-    lines += ["", "OCRBench is on its 0-1000 scale (correct answers out of the benchmark's 1000); Avg. is the paper's: "
-              "the mean of the nine columns with OCRBench divided by 10."]  # fmt: skip
+    lines = ["# Multi-modal understanding (layout of the ViQ paper's Table 1)", ""]
+    lines += [markdown_table([ours, *PAPER_ROWS]), ""]
+    lines.append(
+        "OCRBench is on its 0-1000 scale (correct answers out of the benchmark's 1000); Avg. is the paper's: the mean "
+        "of the nine columns with OCRBench divided by 10."
+    )
     if fixtures:
-        lines += ["The fixtures are a few generated rows per benchmark: they check the wiring, their scores say "
-                  "nothing about a model (and OCRBench counts correct answers, so at most the number of rows)."]  # fmt: skip
+        lines.append(
+            "The fixtures are a few generated rows per benchmark: they check the wiring, their scores say nothing "
+            "about a model (and OCRBench counts correct answers, so at most the number of rows)."
+        )
     if notes:
         lines += ["", "Notes on our row:"] + [f"- {column}: {note}" for column, note in notes.items()]
-    missing = [benchmark.column for benchmark, score in zip(BENCHMARKS, scores) if score is None and benchmark in wanted]
+    missing = [bench.column for bench, score in zip(BENCHMARKS, scores) if score is None and bench in wanted]
     return "\n".join(lines) + "\n", missing
 
 

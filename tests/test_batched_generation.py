@@ -40,7 +40,7 @@ def chat(image, prompt: str) -> list[dict]:
 
 
 def prepare(model, processor, images, prompts, image_input: str, **kwargs):
-    """One packed processor call for the prompts and their images, fed as pixels or as codes from the VLM's tokenizer."""
+    """One packed processor call for prompts and images; images as pixels, or as codes from the VLM's tokenizer."""
     texts = [processor.apply_chat_template(chat(None, prompt), add_generation_prompt=True) for prompt in prompts]
     inputs = processor(images=images, text=texts, return_tensors="pt", **kwargs)
     if image_input == "codes":

@@ -126,7 +126,8 @@ def mmmu_val() -> tuple[str, list[dict], datasets.Features]:
 def simplevqa() -> tuple[str, list[dict], datasets.Features]:
     def row(data_id, question, answer, image, category):
         return {"data_id": data_id, "image": jpeg_base64(image), "question": question, "answer": answer,
-                "image_description": "", "language": "EN", "original_category": category, "source": "fixture"}  # fmt: skip
+                "image_description": "", "language": "EN", "original_category": category,
+                "source": "fixture"}  # fmt: skip
 
     rows = [
         row(0, "What colour is the square in this picture?", "red",
@@ -201,7 +202,8 @@ def docvqa_val() -> tuple[str, list[dict], datasets.Features]:
 
     rows = [
         row("70001", "What is the total amount on the invoice?", ["$42.00", "42.00"], picture(96, 64, text="$42.00")),
-        row("70002", "On what date was the letter written?", ["march 3, 1999"], picture(128, 64, text="March 3, 1999")),
+        row("70002", "On what date was the letter written?", ["march 3, 1999"],
+            picture(128, 64, text="March 3, 1999")),
         row("70003", "Who signed the memo?", ["smith"], picture(64, 64, text="Smith")),
     ]  # fmt: skip
     strings = datasets.Sequence(datasets.Value("string"))

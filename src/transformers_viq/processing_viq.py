@@ -141,7 +141,8 @@ class ViQProcessor(ProcessorMixin):
         self.image_token_id = image_token_id
         self.projector_type = projector_type
         # Update: the processor decides the padding side (the Qwen2 tokenizer defaults to right padding), so a batch
-        # padded by this processor, by `pipeline("image-text-to-text")` or by lmms-eval generates like its prompts alone.
+        # padded by this processor, by `pipeline("image-text-to-text")` or by lmms-eval generates like each prompt
+        # alone.
         self.padding_side = padding_side
         tokenizer.padding_side = padding_side
         if chat_template is None:

@@ -18,7 +18,8 @@ def lmms_eval_models():
     The `lmms_eval.models` entry point: the manifest of the `viq_qwen` model for lmms-eval's model registry.
 
     lmms-eval resolves `--model viq_qwen` to the chat-messages class (`ViQQwenChat`, what lmms-eval uses by default
-    when a model has one), and with `--force_simple` to the prompt class (`ViQQwen`, which also scores log-likelihoods).
+    when a model has one), and with `--force_simple` to the prompt class (`ViQQwen`, which also scores
+    log-likelihoods).
     """
     from lmms_eval.models.registry_v2 import ModelManifest
 

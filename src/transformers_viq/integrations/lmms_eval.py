@@ -86,7 +86,7 @@ class ViQQwen(lmms):
             `"sdpa"`, `"eager"` or `"flash_attention_2"`.
         max_pixels (`int`, *optional*):
             Largest image area fed to the model (larger images are resized down, aspect ratio kept); the processor's
-            saved value otherwise. The paper fixes it at 768 * 768.
+            saved value otherwise. The paper's VLM training runs cap images at 768 * 768 (Sec. 4.3).
         batch_size (`int`, *optional*, defaults to 1):
             Documents per forward pass.
         max_new_tokens (`int`, *optional*, defaults to 128):
@@ -193,7 +193,7 @@ class ViQQwen(lmms):
 
     # ---- requests ------------------------------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        """Answer each request `(context, gen_kwargs, doc_to_visual, doc_id, task, split)`; batches share gen_kwargs."""
+        """Answer each request `(context, gen_kwargs, doc_to_visual, doc_id, task, split)`."""
         return self._generate_requests(requests, self._prompt_inputs, gen_kwargs_index=1)
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
@@ -227,7 +227,8 @@ class ViQQwen(lmms):
         conversations, images = [], []
         for context, _, doc_to_visual, doc_id, task, split in chunk:
             doc_images = _images(doc_to_visual(self.task_dict[task][split][doc_id]), task)
-            content = [{"type": "image"} for _ in doc_images] + [{"type": "text", "text": context.replace("<image>", "")}]
+            text = {"type": "text", "text": context.replace("<image>", "")}
+            content = [{"type": "image"} for _ in doc_images] + [text]
             conversations.append(self._with_system_prompt([{"role": "user", "content": content}]))
             images += doc_images
         return conversations, images
@@ -280,7 +281,8 @@ class ViQQwen(lmms):
         generate_kwargs = self._generate_kwargs(gen_kwargs)
         prompt_length = inputs["input_ids"].shape[1]
         if any(until):  # stop a row once its answer holds a stop string (the answer is cut there anyway)
-            generate_kwargs["stopping_criteria"] = StoppingCriteriaList([_StopStrings(self.tokenizer, until, prompt_length)])
+            stop = _StopStrings(self.tokenizer, until, prompt_length)
+            generate_kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
         with torch.no_grad():
             sequences = self.model.generate(**inputs, **generate_kwargs)
         new_tokens = sequences[:, prompt_length:]
@@ -299,12 +301,13 @@ class ViQQwen(lmms):
             for key in ("top_p", "top_k"):
                 kwargs.pop(key, None)
         kwargs["max_new_tokens"] = _positive_int(kwargs.get("max_new_tokens", self.max_new_tokens), "max_new_tokens")
+        pad_token_id = self.tokenizer.pad_token_id
         return {
             **kwargs,
             "do_sample": do_sample,
             "use_cache": self.use_cache,
             "eos_token_id": self._eos_token_ids,
-            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos_token_ids[0],
+            "pad_token_id": pad_token_id if pad_token_id is not None else self._eos_token_ids[0],
         }
 
     def _stop_token_ids(self) -> list[int]:
@@ -322,7 +325,7 @@ class ViQQwen(lmms):
         inputs = self._model_inputs(conversations, images, padding_side="right")
         prompt_lengths = inputs.pop("attention_mask").sum(-1).tolist()
         prompts = inputs.pop("input_ids")
-        targets = [self.tokenizer(continuation, add_special_tokens=False)["input_ids"] for continuation in continuations]
+        targets = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in continuations]
         width = max(length + len(target) for length, target in zip(prompt_lengths, targets))
         input_ids = torch.full((len(targets), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)

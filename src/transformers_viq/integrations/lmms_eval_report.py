@@ -73,10 +73,11 @@ PAPER_ROWS = (
 def paper_average(scores: Sequence[float | None]) -> float | None:
     """The paper's "Avg.": the mean of the nine columns, OCRBench (0-1000) divided by 10; `None` if one is missing."""
     if len(scores) != len(BENCHMARKS):
-        raise ValueError(f"Expected {len(BENCHMARKS)} scores ({', '.join(b.column for b in BENCHMARKS)}), got {len(scores)}.")
+        columns = ", ".join(benchmark.column for benchmark in BENCHMARKS)
+        raise ValueError(f"Expected {len(BENCHMARKS)} scores ({columns}), got {len(scores)}.")
     if any(score is None for score in scores):
         return None
-    on_percent = [score / 10 if benchmark.column == "OCRBench" else score for score, benchmark in zip(scores, BENCHMARKS)]
+    on_percent = [score / 10 if bench.column == "OCRBench" else score for score, bench in zip(scores, BENCHMARKS)]
     return sum(on_percent) / len(on_percent)
 
 
