@@ -34,6 +34,8 @@ from transformers_viq.integrations.lmms_eval_report import (
     scores_from_results,
 )
 
+from eval_utils import run_script
+
 
 FIXTURE_TASKS = Path(__file__).resolve().parent / "tasks"
 
@@ -70,7 +72,7 @@ def selected(names: str | None) -> list:
     by_name = {name.lower(): benchmark for benchmark in BENCHMARKS for name in (benchmark.column, benchmark.task)}
     unknown = [name for name in names.split(",") if name.strip().lower() not in by_name]
     if unknown:
-        raise SystemExit(f"benchmarks: unknown benchmark(s) {unknown}; choose from {', '.join(sorted(by_name))}")
+        raise ValueError(f"unknown benchmark(s) {unknown}; choose from {', '.join(sorted(by_name))}")
     chosen = {by_name[name.strip().lower()] for name in names.split(",")}
     return [benchmark for benchmark in BENCHMARKS if benchmark in chosen]
 
@@ -106,7 +108,7 @@ def report(results_path: Path, fixtures: bool, label: str | None, wanted: list) 
     return "\n".join(lines) + "\n", missing
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a saved ViQForConditionalGeneration (folder or Hub repo) with its processor")
     parser.add_argument("--results", type=Path, help="only print the table of an earlier run (folder or JSON)")
@@ -122,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks", help="a comma-separated subset, e.g. MMStar,OCRBench (default: all nine)")
     parser.add_argument("--limit", type=int, help="documents per benchmark (a quick check, not the paper's numbers)")
     parser.add_argument("--label", help="name of our row (default: the model)")
-    args = parser.parse_args(argv)
-    if (args.model is None) == (args.results is None):
-        parser.error("give --model (run the nine benchmarks) or --results (table of an earlier run)")
+    return parser
 
+
+def run(args: argparse.Namespace) -> None:
+    if (args.model is None) == (args.results is None):
+        raise ValueError("give --model (run the nine benchmarks) or --results (the table of an earlier run)")
+    wanted = selected(args.benchmarks)
     if args.results is not None:
         results_path = find_results(args.results)
     else:
@@ -133,23 +138,23 @@ def main(argv: list[str] | None = None) -> int:
         command = lmms_eval_command(args)
         print("+ " + " ".join(command), file=sys.stderr, flush=True)
         started = time.time()
-        completed = subprocess.run(command, env=os.environ.copy())
+        completed = subprocess.run(command, env=os.environ.copy(), check=False)
         if completed.returncode != 0:
-            print(f"benchmarks: lmms-eval failed (exit code {completed.returncode})", file=sys.stderr)
-            return completed.returncode
+            raise RuntimeError(f"lmms-eval failed (exit code {completed.returncode})")
         results_path = find_results(args.output_dir)
         if results_path.stat().st_mtime < started:
-            print(f"benchmarks: lmms-eval wrote no results under {args.output_dir}", file=sys.stderr)
-            return 1
-    text, missing = report(results_path, args.fixtures, args.label, selected(args.benchmarks))
+            raise RuntimeError(f"lmms-eval wrote no results under {args.output_dir}")
+    text, missing = report(results_path, args.fixtures, args.label, wanted)
     table_path = (args.output_dir if args.results is None else results_path.parent) / "table.md"
     table_path.write_text(text, encoding="utf-8")
     print(text)
     print(f"written to {table_path}", file=sys.stderr)
-    if missing:
-        print(f"benchmarks: no score for {', '.join(missing)} (see lmms-eval's log above)", file=sys.stderr)
-        return 1
-    return 0
+    if missing:  # lmms-eval exits 0 when a task fails: its log above says why
+        raise RuntimeError(f"no score for {', '.join(missing)} (see lmms-eval's log above)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("benchmarks.py", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def assert_every_fixture_scored(results: dict, samples: dict[str, list[dict]], t
         assert sorted(sample["doc_id"] for sample in samples[task]) == list(range(rows))  # each document once
 
 
-def load_report_script():
+def load_report_script(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "eval"))  # as `python eval/benchmarks.py` runs it: eval_utils beside it
     spec = importlib.util.spec_from_file_location("eval_benchmarks", REPO / "eval" / "benchmarks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -109,9 +110,11 @@ def test_lmms_eval_start_up_does_not_import_the_plugin():
             "print(sorted(name for name in sys.modules if name.startswith('transformers_viq')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    loaded = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    loaded = set(ast.literal_eval(out.stdout.strip().splitlines()[-1]))
     assert "transformers_viq.integrations" in loaded
-    assert "transformers_viq.integrations.lmms_eval" not in loaded
+    heavy = {"transformers_viq.integrations.lmms_eval", "transformers_viq.pipeline", "transformers_viq.extraction",
+             "transformers_viq.training", "transformers_viq.model_cards"}  # fmt: skip
+    assert not loaded & heavy, sorted(loaded & heavy)
 
 
 def test_fixture_tasks_are_lmms_eval_tasks_on_local_data():
@@ -176,12 +179,45 @@ def test_paper_average_reproduces_the_published_averages():
         paper_average((50.0,) * 8)
 
 
+def test_report_reads_each_headline_metric_on_the_paper_scale(tmp_path, monkeypatch, capsys):
+    """The table from a results file: each task's headline metric, percent and 0-1000 scales, average, exit code."""
+    values = {"mmstar": ("average,none", 0.5), "mmmu_val": ("mmmu_acc,none", 0.4),
+              "simplevqa": ("exact_match,none", 0.3), "infovqa_val": ("anls,none", 0.6),
+              "textvqa_val": ("exact_match,none", 0.7),
+              "docvqa_val": ("anls,none", 0.8), "ocrbench": ("ocrbench_accuracy,none", 0.65),
+              "ai2d": ("exact_match,flexible-extract", 0.75), "chartqa": ("relaxed_overall,none", 0.55)}  # fmt: skip
+    results = {"results": {task: {"alias": task, metric: value, f"{metric.split(',')[0]}_stderr,none": 0.01}
+                           for task, (metric, value) in values.items()},
+               "n-samples": {task: {"original": 100, "effective": 100} for task in values},
+               "config": {"model_args": "pretrained=me/viq-qwen,image_input=pixels"}}  # fmt: skip
+    results["results"]["ai2d"]["exact_match,none"] = 0.0  # the unfiltered metric is not the headline one
+    results["n-samples"]["chartqa"]["effective"] = 10
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x_results.json").write_text(json.dumps(results))
+    report = load_report_script(monkeypatch)
+
+    assert report.main(["--results", str(tmp_path / "run")]) == 0
+    table = (tmp_path / "run" / "table.md").read_text()
+    average = (50 + 40 + 30 + 60 + 70 + 80 + 65 + 75 + 55) / 9
+    row = f"| me/viq-qwen (ours) | 50.0 | 40.0 | 30.0 | 60.0 | 70.0 | 80.0 | 650.0 | 75.0 | 55.0 | {average:.1f} |"
+    assert row in table
+    assert "- ChartQA: chartqa: 10 of 100 documents" in table
+
+    del results["results"]["docvqa_val"]
+    (tmp_path / "run" / "x_results.json").write_text(json.dumps(results))
+    assert report.main(["--results", str(tmp_path / "run"), "--label", "mine"]) == 1
+    partial = "| mine (ours) | 50.0 | 40.0 | 30.0 | 60.0 | 70.0 | - | 650.0 | 75.0 | 55.0 | - |"
+    assert partial in capsys.readouterr().out
+    assert report.main(["--results", str(tmp_path / "run"), "--benchmarks", "MMStar,ocrbench"]) == 0
+    assert report.main(["--results", str(tmp_path / "run"), "--benchmarks", "VQAv2"]) == 2
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # End to end: the command line, one process and two
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_lmms_eval_command_line_runs_the_nine_fixtures(tiny_vlm, tmp_path):
+def test_lmms_eval_command_line_runs_the_nine_fixtures(tiny_vlm, tmp_path, monkeypatch):
     command = [LMMS_EVAL, "--model", "viq_qwen", "--model_args", f"pretrained={tiny_vlm},max_new_tokens=16",
                "--tasks", ",".join(FIXTURES), "--include_path", str(TASKS_DIR), "--device", "cpu",
                "--batch_size", "3", "--output_path", str(tmp_path / "out"), "--log_samples"]  # fmt: skip
@@ -192,7 +228,7 @@ def test_lmms_eval_command_line_runs_the_nine_fixtures(tiny_vlm, tmp_path):
     assert_every_fixture_scored(results, samples)
 
     # The report of that run: the paper's columns, our row and the published ViQ rows with their sources.
-    report = load_report_script()
+    report = load_report_script(monkeypatch)
     assert report.main(["--results", str(tmp_path / "out")]) == 0
     table = (next((tmp_path / "out").rglob("table.md"))).read_text()
     columns = "MMStar | MMMU | SimpleVQA | InfoVQA | TextVQA | DocVQA | OCRBench | AI2D | ChartQA"

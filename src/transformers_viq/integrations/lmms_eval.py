@@ -40,15 +40,14 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.protocol import ChatMessages
 from PIL import Image
-from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.utils import logging
 
+from ..logging_utils import get_logger, progress_bar
 from ..modeling_viq_qwen import ViQForConditionalGeneration
 from ..processing_viq import ViQProcessor
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 IMAGE_INPUTS = ("pixels", "codes")
 DTYPES = {
@@ -204,7 +203,7 @@ class ViQQwen(lmms):
         """
         collator = lmms_eval_utils.Collator([request.args for request in requests], _longest_first)
         results = []
-        progress = tqdm(total=len(requests), disable=self.rank != 0, desc="viq_qwen loglikelihood")
+        progress = progress_bar(total=len(requests), desc="viq_qwen loglikelihood", disable=self.rank != 0)
         for chunk in collator.get_batched(n=self.batch_size):
             contexts, continuations = [args[0] for args in chunk], [args[1] for args in chunk]
             conversations, images = self._prompt_inputs(chunk)
@@ -261,7 +260,7 @@ class ViQQwen(lmms):
             grouping=True,
         )
         answers = []
-        progress = tqdm(total=len(requests), disable=self.rank != 0, desc="viq_qwen")
+        progress = progress_bar(total=len(requests), desc="viq_qwen", disable=self.rank != 0)
         for chunk in collator.get_batched(n=self.batch_size):
             gen_kwargs = chunk[0][gen_kwargs_index]
             conversations, images = to_inputs(chunk)
