@@ -390,3 +390,36 @@ def test_loglikelihood_scores_continuations_like_one_forward_pass(tiny_vlm):
         assert log_prob == pytest.approx(expected, abs=1e-4)
         assert greedy == bool((logits.argmax(-1) == target).all())
         assert log_prob < 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model arguments
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model_args, message",
+    [
+        ({"image_input": "jpeg"}, "image_input"),
+        ({"batch_size": "auto"}, "batch_size"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"dtype": "int8"}, "dtype"),
+        ({"temperature": 0.7}, "Unknown model_args for viq_qwen: \\['temperature'\\]"),
+    ],
+)
+def test_bad_model_args_are_refused(tiny_vlm, model_args, message):
+    from lmms_eval.models import get_model
+
+    with pytest.raises(ValueError, match=message):
+        get_model("viq_qwen").create_from_arg_string(
+            ",".join(f"{key}={value}" for key, value in {"pretrained": tiny_vlm, **model_args}.items()),
+            {"device": "cpu"},
+        )
+
+
+def test_a_processor_for_another_projector_is_refused(tiny_vlm, tmp_path):
+    from transformers_viq.integrations.lmms_eval import ViQQwen
+
+    ViQProcessor(tokenizer=qwen_tokenizer(), projector_type="mlp").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'mlp' projector but the model has a 'pooled' one"):
+        ViQQwen(pretrained=str(tiny_vlm), processor=str(tmp_path), device="cpu")
