@@ -423,3 +423,16 @@ def test_a_processor_for_another_projector_is_refused(tiny_vlm, tmp_path):
     ViQProcessor(tokenizer=qwen_tokenizer(), projector_type="mlp").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'mlp' projector but the model has a 'pooled' one"):
         ViQQwen(pretrained=str(tiny_vlm), processor=str(tmp_path), device="cpu")
+
+
+def test_max_pixels_caps_the_image_area(tiny_vlm):
+    from transformers_viq.integrations.lmms_eval import ViQQwen
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 192, 3), dtype=np.uint8))
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    grids = []
+    for max_pixels in (None, 64 * 64):
+        lm = ViQQwen(pretrained=str(tiny_vlm), device="cpu", max_pixels=max_pixels)
+        grids.append(lm._model_inputs([conversation], [image], padding_side="left")["image_grid_hw"].tolist())
+    assert grids[0] == [[16, 12]]  # native size (multiples of 32)
+    assert grids[1][0][0] * grids[1][0][1] * 16 * 16 <= 64 * 64
