@@ -3,8 +3,8 @@
 
 ViQ (Yu et al., "ViQ: Text-Aligned Visual Quantized Representations at Any Resolution") encodes an image at its
 native resolution with a SigLIP2-giant ViT, a fusion block and a position-aware FSQ head into 4 discrete codes per
-16x16 patch. The numbers below are those of the released checkpoints (`XuminYu/ViQ_weights`); see
-`docs/reference-spec.md` of this project for where each one comes from.
+16x16 patch. The numbers below are those of the released checkpoints (`XuminYu/ViQ_weights`): the architecture read
+from their weights and the settings of the authors' code (github.com/yuxumin/ViQ).
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ QWEN_IMAGE_VAE_CONFIG: dict = {
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def missing_config(pretrained_model_name_or_path, vlm: bool = False, **kwargs) -> OSError:
+    """The error for a folder or repo without `config.json` (it says which call works for the authors' layout)."""
+    from .original_checkpoint import missing_config_error
+
+    subfolder = kwargs.pop("subfolder", None) or ""
+    return missing_config_error(pretrained_model_name_or_path, subfolder, vlm=vlm, **kwargs)
 
 
 class ViQVisionConfig(PreTrainedConfig):
@@ -247,6 +255,15 @@ class ViQConfig(PreTrainedConfig):
     def latent_channels(self) -> int:
         """Channels of the VAE latent predicted by the latent head."""
         return self.vae_config.get("z_dim", QWEN_IMAGE_VAE_CONFIG["z_dim"])
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        # Update: transformers returns an empty dict for a folder or repo without config.json, and `from_pretrained`
+        # then silently builds the default architecture; here that is an error saying what to load instead.
+        config_dict, unused = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if not config_dict:
+            raise missing_config(pretrained_model_name_or_path, **kwargs)
+        return config_dict, unused
 
     @classmethod
     def from_preset(cls, size: str, **kwargs) -> "ViQConfig":

@@ -1,7 +1,7 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
 """Configuration of the ViQ vision-language model: a ViQ tokenizer, a projector and a Qwen2.5 decoder.
 
-The released training code (reference-spec §4.2) feeds the code embedder's features (one 1536-d vector per 16x16
+The authors' released training code feeds the code embedder's features (one 1536-d vector per 16x16
 patch) through a projector that pools 2x2 patch windows with a learned softmax, adds a learned newline token after
 each row and learned begin/end tokens, into a Qwen2.5 LLM. The number of LLM tokens an image takes is computed by
 `get_num_image_tokens`, the one place both the processor and the model read it from.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .configuration_viq import ViQConfig
+from .configuration_viq import ViQConfig, missing_config
 
 
 PROJECTOR_TYPES = ("pooled", "mlp")
@@ -83,6 +83,14 @@ class ViQQwenConfig(PreTrainedConfig):
         vocab = getattr(self.text_config, "vocab_size", None)
         if vocab is not None and not 0 <= self.image_token_id < vocab:
             raise ValueError(f"`image_token_id` {self.image_token_id} is outside the text vocabulary (size {vocab}).")
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        # Update: a folder or repo without config.json is an error (transformers would build the default model).
+        config_dict, unused = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if not config_dict:
+            raise missing_config(pretrained_model_name_or_path, vlm=True, **kwargs)
+        return config_dict, unused
 
     def num_image_tokens(self, grid_h: int, grid_w: int) -> int:
         """LLM positions of an image with this patch grid (see `get_num_image_tokens`)."""

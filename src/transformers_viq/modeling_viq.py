@@ -19,8 +19,9 @@ Images of different sizes travel as one packed sequence (`pixel_values` of shape
 `image_grid_hw`); every attention is block-diagonal per image, so an image's result never depends on the rest of the
 batch, and nothing is padded to the largest image.
 
-Written from the paper and the project's reference specification (`docs/reference-spec.md`), which records the
-numerics of the released checkpoints; module and parameter names follow transformers' SigLIP2 / Qwen2-VL models.
+Written from the paper and the numerics of the released checkpoints (their weights and the authors' inference code,
+github.com/yuxumin/ViQ; `tests/test_parity_official.py` checks the match); module and parameter names follow
+transformers' SigLIP2 / Qwen2-VL models.
 """
 
 from __future__ import annotations
@@ -545,7 +546,13 @@ class ViQLatentHead(nn.Module):
 
 def build_qwen_image_vae(vae_config: dict):
     """diffusers' `AutoencoderKLQwenImage` (imported lazily: diffusers takes seconds to import)."""
-    from diffusers import AutoencoderKLQwenImage
+    try:  # (in a try block, transformers' remote-code loader does not require diffusers of a model without decoder)
+        from diffusers import AutoencoderKLQwenImage
+    except ImportError as error:
+        raise ImportError(
+            "The ViQ decoder (latent head + Qwen-Image VAE) needs diffusers: pip install 'diffusers>=0.42,<0.43' "
+            "(a dependency of transformers-viq), or load the model with include_decoder=False."
+        ) from error
 
     return AutoencoderKLQwenImage(**vae_config)
 
@@ -645,14 +652,14 @@ class ViQModel(ViQPreTrainedModel):
             kwargs: as for [`~PreTrainedModel.from_pretrained`] (`dtype`, `attn_implementation`, `device_map`, ...);
                 `dtype="auto"` (the default) keeps the file's dtype (fp32 for the released files).
         """
-        from . import original_checkpoint as original
+        from .original_checkpoint import convert_original_state_dict, file_dtype
 
         dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", "auto"))
         if dtype is None or dtype == "auto":
-            dtype = original.file_dtype(state_dict)
+            dtype = file_dtype(state_dict)
         elif isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        converted = original.convert_original_state_dict(
+        converted = convert_original_state_dict(
             state_dict,
             cls.expected_state_shapes(config),
             include_decoder=config.include_decoder,
@@ -680,16 +687,33 @@ class ViQModel(ViQPreTrainedModel):
                 layout), `attn_implementation`, `device_map`, `subfolder`, `revision`, `cache_dir`,
                 `local_files_only`, `token`, ...).
         """
-        from . import original_checkpoint as original
+        from .original_checkpoint import (
+            HUB_KWARGS,
+            OriginalLayoutError,
+            is_original_layout,
+            load_original_state_dict,
+            original_layout_message,
+            original_layout_sizes,
+            resolve_original_checkpoint,
+        )
 
         config = kwargs.get("config")
         subfolder = kwargs.get("subfolder") or ""
-        hub_kwargs = {k: kwargs[k] for k in original.HUB_KWARGS if k in kwargs}
+        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         if viq_size is None and isinstance(config, ViQConfig) and config.preset is not None:
-            if original.is_original_layout(pretrained_model_name_or_path, config.preset, subfolder, **hub_kwargs):
+            if is_original_layout(pretrained_model_name_or_path, config.preset, subfolder, **hub_kwargs):
                 viq_size = config.preset
         if viq_size is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            try:
+                return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            except OSError as error:  # e.g. a custom `config=` for a folder of .pth files: say which call works
+                if isinstance(error, OriginalLayoutError):
+                    raise
+                sizes = original_layout_sizes(pretrained_model_name_or_path, subfolder, **hub_kwargs)
+                if not sizes:
+                    raise
+                message = original_layout_message(pretrained_model_name_or_path, sizes, subfolder)
+                raise OriginalLayoutError(message) from error
 
         if viq_size not in FSQ_LEVEL_PRESETS:
             raise ValueError(f"Unknown ViQ size {viq_size!r}; expected one of {', '.join(FSQ_LEVEL_PRESETS)}.")
@@ -703,10 +727,10 @@ class ViQModel(ViQPreTrainedModel):
                 f"passed has {config.fsq_levels}."
             )
         for key in ("config", "_from_auto", "adapter_kwargs", "trust_remote_code", "subfolder", "use_safetensors",
-                    *original.HUB_KWARGS):  # fmt: skip
+                    *HUB_KWARGS):  # fmt: skip
             kwargs.pop(key, None)
-        path = original.resolve_original_checkpoint(pretrained_model_name_or_path, viq_size, subfolder, **hub_kwargs)
-        state_dict = original.load_original_state_dict(path)
+        path = resolve_original_checkpoint(pretrained_model_name_or_path, viq_size, subfolder, **hub_kwargs)
+        state_dict = load_original_state_dict(path)
         model = cls.from_original_state_dict(state_dict, config, *model_args, source=path, **kwargs)
         model.name_or_path = str(pretrained_model_name_or_path)
         model.config._name_or_path = str(pretrained_model_name_or_path)
@@ -720,11 +744,13 @@ class ViQModel(ViQPreTrainedModel):
             repo_id (`str`): the Hub repository (created if missing).
             image_processor ([`ViQImageProcessor`], *optional*): pushed alongside.
             card (`huggingface_hub.ModelCard` or `str`, *optional*): defaults to `render_tokenizer_card(self.config)`.
-            kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr` (see `push_to_hub_with_card`).
+            kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr`, `remote_code` (see
+                `push_to_hub_with_card`).
         """
         from .model_cards import push_to_hub_with_card, render_tokenizer_card
 
-        card = card if card is not None else render_tokenizer_card(self.config, repo_id=repo_id)
+        if card is None:
+            card = render_tokenizer_card(self.config, repo_id=repo_id, remote_code=kwargs.get("remote_code", True))
         return push_to_hub_with_card([self] + ([image_processor] if image_processor is not None else []),
                                      repo_id, card, **kwargs)  # fmt: skip
 

@@ -11,7 +11,7 @@ and the decoder, and merges image embeddings into the text embeddings at the ima
 merge must live there); [`ViQForConditionalGeneration`] adds the LM head, the loss and generation.
 
 With precomputed `image_codes` the 1.1B-parameter trunk never runs, only the code embedder: that is the training
-speed-up of the ViQ paper. The projector follows the released training code's default (reference-spec §4.2).
+speed-up of the ViQ paper. The projector follows the default of the authors' released training code.
 """
 
 from __future__ import annotations
@@ -405,14 +405,14 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             base_model (`str`, *optional*): the Qwen2.5 checkpoint it was built from (read from the config if a Hub
                 id).
             training_details (`str`, *optional*): how it was trained (data, steps, learning rate, what was trained).
-            kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr` (see `push_to_hub_with_card`).
+            kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr`, `remote_code` (see
+                `push_to_hub_with_card`).
         """
         from .model_cards import push_to_hub_with_card, render_vlm_card
 
         if card is None:
-            card = render_vlm_card(
-                self.config, base_model=base_model, training_details=training_details, repo_id=repo_id
-            )
+            card = render_vlm_card(self.config, base_model=base_model, training_details=training_details,
+                                   repo_id=repo_id, remote_code=kwargs.get("remote_code", True))  # fmt: skip
         return push_to_hub_with_card([self] + ([processor] if processor is not None else []), repo_id, card, **kwargs)
 
     # ---- building and training helpers --------------------------------------------------------------------------

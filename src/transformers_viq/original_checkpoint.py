@@ -3,11 +3,12 @@
 
 The authors publish their weights without a `config.json`; each tokenizer size is one PyTorch pickle,
 `ViQ/converted_<size>/model_viq_fsq_<size>.pth`, holding the whole encoder, its heads and the Qwen-Image VAE
-(reference-spec §2.1). `embedder.pth` and `index_drawer.pth` next to it repeat subsets of the same weights and are
-not needed. This module
+(fp32; the key names are those of [`ORIGINAL_TO_HF_KEY_MAPPING`]). `embedder.pth` and `index_drawer.pth` next to
+it repeat subsets of the same weights and are not needed. This module
 
 * decides whether a folder or Hub repo is in that layout ([`original_layout_sizes`], [`is_original_layout`]: the
-  one place that decides it), without touching the network when the caller asked for offline use;
+  one place that decides it), without touching the network when the caller asked for offline use, and says which
+  call loads it when one that needs a `config.json` was made ([`missing_config_error`], [`OriginalLayoutError`]);
 * finds the file of one size in a folder or on the Hub ([`resolve_original_checkpoint`]; only that file is fetched,
   `subfolder` honoured, the Hub cache used offline);
 * reads it safely ([`load_original_state_dict`]: tensors only, no code from the pickle runs; a damaged or partial
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
+from .hub_utils import HUB_KWARGS, HubUnreachableError, cached_file, is_offline, offline_error, probe_file
 from .logging_utils import get_logger, one_line
 
 
@@ -40,7 +42,6 @@ logger = get_logger(__name__)
 AUTHORS_REPO = "XuminYu/ViQ_weights"
 ORIGINAL_FILENAME = "ViQ/converted_{size}/model_viq_fsq_{size}.pth"
 _FILENAME_RE = re.compile(r"^ViQ/converted_(\w+)/model_viq_fsq_(\w+)\.pth$")
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies")
 
 # Published key (regex, matched from the start) -> this package's key. First match wins; every published key must
 # match exactly one rule, and nothing is dropped silently.
@@ -117,12 +118,6 @@ def _join(subfolder: str | None, filename: str) -> str:
     return f"{subfolder.strip('/')}/{filename}" if subfolder else filename
 
 
-def _offline(hub_kwargs: Mapping) -> bool:
-    from huggingface_hub import constants
-
-    return bool(hub_kwargs.get("local_files_only")) or bool(constants.HF_HUB_OFFLINE)
-
-
 def _check_size(size: str) -> None:
     if size not in FSQ_LEVEL_PRESETS:
         raise ValueError(f"Unknown ViQ size {size!r}; expected one of {', '.join(FSQ_LEVEL_PRESETS)}.")
@@ -133,9 +128,13 @@ def original_layout_sizes(path_or_repo: str | os.PathLike, subfolder: str = "", 
     The released sizes (`"2k"`, ..., `"64k"`) whose file the folder or Hub repo holds in the authors' layout; empty
     if it is not in that layout (a folder with a `config.json` is HF format, whatever else it holds).
 
-    A local folder is listed. A Hub repo is checked in the local cache first; the network is asked only when the
-    caller did not ask for offline use (`local_files_only=True` or `HF_HUB_OFFLINE=1`). `XuminYu/ViQ_weights` is
-    known to hold all five sizes.
+    A local folder is listed. A Hub repo is checked in the local cache first (its `config.json`, then the authors'
+    files); the network is asked only when the caller did not ask for offline use (`local_files_only=True` or
+    `HF_HUB_OFFLINE=1`): one request without retries for `config.json`, then the file list if there is none.
+    `XuminYu/ViQ_weights` is known to hold all five sizes.
+
+    Raises:
+        `HubUnreachableError` (a `ConnectionError`) when the Hub must be asked and cannot be reached.
     """
     if path_or_repo is None:
         return []
@@ -155,30 +154,24 @@ def original_layout_sizes(path_or_repo: str | os.PathLike, subfolder: str = "", 
     repo = os.fspath(path_or_repo)
     if repo == AUTHORS_REPO and not subfolder:
         return list(FSQ_LEVEL_PRESETS)
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = [
-        size
-        for size in FSQ_LEVEL_PRESETS
-        if isinstance(
-            try_to_load_from_cache(repo, _join(subfolder, ORIGINAL_FILENAME.format(size=size)),
-                                   cache_dir=hub_kwargs.get("cache_dir"), revision=hub_kwargs.get("revision")),
-            str,
-        )
-    ]  # fmt: skip
-    if cached or _offline(hub_kwargs):
+    revision, cache_dir = hub_kwargs.get("revision"), hub_kwargs.get("cache_dir")
+    if cached_file(repo, _join(subfolder, "config.json"), revision, cache_dir):
+        return []
+    cached = [size for size in FSQ_LEVEL_PRESETS
+              if cached_file(repo, _join(subfolder, ORIGINAL_FILENAME.format(size=size)), revision, cache_dir)]
+    if cached or is_offline(hub_kwargs):
         return cached
+    if probe_file(repo, _join(subfolder, "config.json"), revision=revision, token=hub_kwargs.get("token")):
+        return []  # HF format
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        files = HfApi().list_repo_files(repo, revision=hub_kwargs.get("revision"), token=hub_kwargs.get("token"))
-    except (HfHubHTTPError, OSError, ValueError) as error:  # no network, no such repo, gated: not provably ours
+        files = HfApi().list_repo_files(repo, revision=revision, token=hub_kwargs.get("token"))
+    except (HfHubHTTPError, OSError, ValueError) as error:  # no such repo, gated: not provably ours
         logger.debug(f"Could not list {repo}: {error}")
         return []
     prefix = f"{subfolder.strip('/')}/" if subfolder else ""
-    if f"{prefix}config.json" in files:
-        return []
     names = {ORIGINAL_FILENAME.format(size=size): size for size in FSQ_LEVEL_PRESETS}
     return [names[f[len(prefix):]] for f in files if f.startswith(prefix) and f[len(prefix):] in names]
 
@@ -189,10 +182,64 @@ def is_original_layout(path_or_repo, size: str | None = None, subfolder: str = "
     return bool(sizes) if size is None else size in sizes
 
 
+class OriginalLayoutError(OSError):
+    """A folder or repo in the authors' layout was given where a `config.json` (HF format) was needed."""
+
+
+def original_layout_message(path_or_repo, sizes: list[str], subfolder: str = "", vlm: bool = False) -> str:
+    """
+    What to call for a folder or repo in the authors' layout, in one line: the size to pass (`ViQModel`), the config to
+    pass (`AutoModel`), why the bare Auto call cannot work, and how to convert it once.
+    """
+    name = os.fspath(path_or_repo)
+    size = "16k" if "16k" in sizes else sizes[0]
+    extra = f", subfolder={subfolder!r}" if subfolder else ""
+    held = f"size {sizes[0]}" if len(sizes) == 1 else f"sizes {', '.join(sizes)}"
+    message = (
+        f"{name} is in the ViQ authors' published layout (.pth files, {held}; no config.json). transformers' Auto "
+        "classes pick the model class and architecture from config.json, so they cannot load it by name alone. "
+        f"Load it with ViQModel.from_pretrained({name!r}, viq_size={size!r}{extra}), or with "
+        f"AutoModel.from_pretrained({name!r}, config=ViQConfig.from_preset({size!r}){extra}) after "
+        f"`import transformers_viq`; `viq convert --source {name} --size {size} -o DIR` writes a folder with a "
+        "config.json that loads without them."
+    )
+    if vlm:
+        message = (
+            f"{name} is the ViQ tokenizer in its authors' published layout ({held}; no config.json), not a "
+            f"vision-language model: build one with ViQForConditionalGeneration.from_viq_and_qwen({name!r}, "
+            f"'Qwen/Qwen2.5-1.5B-Instruct', viq_size={size!r}), or load the tokenizer with "
+            f"ViQModel.from_pretrained({name!r}, viq_size={size!r}{extra})."
+        )
+    return message
+
+
+def missing_config_error(path_or_repo, subfolder: str = "", vlm: bool = False, **hub_kwargs) -> OSError:
+    """
+    The error for a folder or repo without a `config.json`: an [`OriginalLayoutError`] saying which call works when it
+    is in the authors' layout, a plain `OSError` otherwise.
+    """
+    hub_kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS}
+    try:
+        sizes = original_layout_sizes(path_or_repo, subfolder=subfolder, **hub_kwargs)
+    except HubUnreachableError:
+        sizes = []
+    if sizes:
+        return OriginalLayoutError(original_layout_message(path_or_repo, sizes, subfolder, vlm=vlm))
+    where = os.fspath(path_or_repo) + (f" (subfolder {subfolder!r})" if subfolder else "")
+    return OSError(
+        f"{where} has no config.json: it is neither a model in Hugging Face format nor the ViQ authors' published "
+        "layout (ViQ/converted_<size>/model_viq_fsq_<size>.pth)."
+    )
+
+
 def resolve_original_checkpoint(path_or_repo: str | os.PathLike, size: str, subfolder: str = "", **hub_kwargs) -> str:
     """
     Local path of `ViQ/converted_<size>/model_viq_fsq_<size>.pth` in a folder or a Hub repo (only that file is
     downloaded; with `HF_HUB_OFFLINE=1` or `local_files_only=True` it comes from the cache, without any request).
+
+    Raises:
+        `FileNotFoundError` for a local folder without the file; `HubUnreachableError` (a `ConnectionError`) when the
+        file is not cached and the Hub cannot be reached, or downloads are off.
     """
     _check_size(size)
     filename = _join(subfolder, ORIGINAL_FILENAME.format(size=size))
@@ -206,10 +253,17 @@ def resolve_original_checkpoint(path_or_repo: str | os.PathLike, size: str, subf
         return str(path)
     from huggingface_hub import hf_hub_download
 
+    repo = os.fspath(path_or_repo)
     kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS and v is not None}
-    if _offline(hub_kwargs):
+    cached = not kwargs.get("force_download") and cached_file(repo, filename, kwargs.get("revision"),
+                                                               kwargs.get("cache_dir"))  # fmt: skip
+    if is_offline(hub_kwargs):
+        if not cached:
+            raise offline_error(repo, filename)
         kwargs["local_files_only"] = True
-    return hf_hub_download(os.fspath(path_or_repo), filename=filename, **kwargs)
+    elif not cached:  # one request without retries first, so that no network fails in seconds, not minutes
+        probe_file(repo, filename, revision=kwargs.get("revision"), token=kwargs.get("token"))
+    return hf_hub_download(repo, filename=filename, **kwargs)
 
 
 def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -331,12 +385,16 @@ def file_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
 
 __all__ = [
     "AUTHORS_REPO",
+    "HUB_KWARGS",
+    "OriginalLayoutError",
     "ORIGINAL_FILENAME",
     "ORIGINAL_TO_HF_KEY_MAPPING",
     "convert_original_state_dict",
     "file_dtype",
     "is_original_layout",
     "load_original_state_dict",
+    "missing_config_error",
+    "original_layout_message",
     "original_layout_sizes",
     "rename_original_key",
     "resolve_original_checkpoint",

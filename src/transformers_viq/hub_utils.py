@@ -1,0 +1,159 @@
+# Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
+"""Talking to the Hugging Face Hub: offline mode, one quick request before a download, plain network errors.
+
+`huggingface_hub` retries a failed download request five times with growing pauses (and, when the file is not
+cached, with a 60-second timeout per try), so without a network a load can take from half a minute to several
+minutes before it fails. This package asks the Hub once, without retries ([`probe_file`]), before it downloads
+anything that is not cached, and turns a failure into a [`HubUnreachableError`] that says what to do. Offline
+(`HF_HUB_OFFLINE=1` or `local_files_only=True`) it never touches the network.
+
+[`hub_error_reason`] is the one place that recognises Hub and network failures in an error (or anything it was raised
+from) and says in one line what went wrong; the `viq` command gives every such failure the same exit code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies")
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hub could not be asked (no network, or offline mode) and what was needed is not in the local cache."""
+
+
+def is_offline(hub_kwargs: Mapping | None = None) -> bool:
+    """Whether the caller asked for no network: `local_files_only=True`, or `HF_HUB_OFFLINE=1` in the environment."""
+    from huggingface_hub import constants
+
+    return bool((hub_kwargs or {}).get("local_files_only")) or bool(constants.HF_HUB_OFFLINE) or _env_offline()
+
+
+def _env_offline() -> bool:
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; a value set later in the process counts too.
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def is_network_error(error: BaseException) -> bool:
+    """A failure to reach a server (refused, unreachable, timed out, proxy, DNS), as opposed to an answer."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    for cls in type(error).__mro__:  # httpx / httpx2 / requests, without importing them
+        module = cls.__module__.split(".")[0]
+        if module in ("httpx", "httpx2", "requests", "urllib3") and cls.__name__ in (
+            "TransportError", "TimeoutException", "NetworkError", "ProxyError", "ConnectionError", "Timeout",
+        ):  # fmt: skip
+            return True
+    return False
+
+
+def cached_file(repo_id: str, filename: str, revision: str | None = None, cache_dir=None) -> str | None:
+    """Local path of a Hub file in the Hugging Face cache, or `None` (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+    return found if isinstance(found, str) else None
+
+
+def offline_error(repo_id: str, filename: str) -> HubUnreachableError:
+    return HubUnreachableError(
+        f"{repo_id}: {filename} is not in the local Hugging Face cache, and downloads are off (HF_HUB_OFFLINE=1 or "
+        "local_files_only=True). Download it once with the network on, or load a local folder."
+    )
+
+
+def probe_file(repo_id: str, filename: str, *, revision: str | None = None, token=None) -> bool:
+    """
+    Ask the Hub once, without retries, whether `filename` exists in `repo_id`.
+
+    Returns:
+        `True` if it exists; `False` if the Hub answered that it does not (no such file, no such repository, or one
+        this token may not read: the actual download then raises the precise error).
+
+    Raises:
+        [`HubUnreachableError`] when offline (without asking) or when the Hub cannot be reached.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if is_offline():
+        raise offline_error(repo_id, filename)
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), token=token,
+                             timeout=constants.HF_HUB_ETAG_TIMEOUT)  # fmt: skip
+    except HfHubHTTPError:
+        return False
+    except Exception as error:
+        if is_network_error(error):
+            raise HubUnreachableError(
+                f"cannot reach the Hugging Face Hub at {endpoint()} to get {repo_id}/{filename} "
+                f"({type(error).__name__}: {_first_line(error)}); it is not in the local cache. Check the network "
+                "or proxy settings (HF_ENDPOINT, HTTPS_PROXY), or load a local folder."
+            ) from error
+        raise
+    return True
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.split("\n")[0].split())
+
+
+def hub_error_reason(error: BaseException) -> str | None:
+    """
+    One plain line saying why the Hub failed, if `error` (or an error it was raised from) is a Hub or network failure:
+    offline without a cached copy, no network, an unknown or gated repository or revision, a server error. `None`
+    for anything else (a missing file in a local folder, a damaged checkpoint, a bad image, ...).
+    """
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, HubUnreachableError):
+            return _first_line(error)
+        if isinstance(error, (OfflineModeIsEnabled, LocalEntryNotFoundError)) and is_offline():
+            return ("not in the local Hugging Face cache, and downloads are off (HF_HUB_OFFLINE=1): download it once "
+                    "with the network on, or load a local folder")  # fmt: skip
+        if isinstance(error, GatedRepoError):
+            return (f"gated repository ({_first_line(error)}): accept its terms on the Hub and log in "
+                    "(`hf auth login` or HF_TOKEN)")  # fmt: skip
+        if isinstance(error, RepositoryNotFoundError):
+            return "no such repository on the Hub (or a private one: log in with `hf auth login` or set HF_TOKEN)"
+        if isinstance(error, RevisionNotFoundError):
+            return f"no such revision on the Hub ({_first_line(error)})"
+        if isinstance(error, HfHubHTTPError) and not isinstance(error, RemoteEntryNotFoundError):
+            return f"the Hugging Face Hub refused the request ({_first_line(error)})"
+        if is_network_error(error):
+            return (f"cannot reach the Hugging Face Hub at {endpoint()} ({type(error).__name__}: "
+                    f"{_first_line(error)}); check the network or proxy settings, or load a local folder")  # fmt: skip
+        error = error.__cause__ or error.__context__
+    return None
+
+
+__all__ = [
+    "HUB_KWARGS",
+    "HubUnreachableError",
+    "cached_file",
+    "hub_error_reason",
+    "is_network_error",
+    "is_offline",
+    "probe_file",
+]
