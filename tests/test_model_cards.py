@@ -222,13 +222,30 @@ def test_push_tokenizer_with_card(fake_hub):
     assert [call[0] for call in api.calls] == ["create_repo", "create_commit"]
     assert api.calls[0] == ("create_repo", "someone/tiny-viq", True, True)
     assert api.calls[1][2] == "Upload ViQModel, ViQImageProcessor with model card"
-    assert sorted(api.files) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    weights = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"}
+    code = {"configuration_viq.py", "modeling_viq.py", "image_processing_viq.py", "original_checkpoint.py"}
+    assert weights | code <= set(api.files) and all(name.endswith(".py") for name in set(api.files) - weights)
+    assert json.loads(api.files["config.json"])["auto_map"] == {
+        "AutoConfig": "configuration_viq.ViQConfig", "AutoModel": "modeling_viq.ViQModel"}  # fmt: skip
+    assert json.loads(api.files["preprocessor_config.json"])["auto_map"] == {
+        "AutoImageProcessor": "image_processing_viq.ViQImageProcessor"}  # fmt: skip
+    assert "trust_remote_code=True" in api.files["README.md"].decode()
+    assert getattr(model.config, "auto_map", None) is None  # the pushed model itself is unchanged
     data = front_matter(api.files["README.md"].decode())
     assert data["library_name"] == "transformers"
     assert data["pipeline_tag"] == "image-feature-extraction"
     assert data["base_model"] == "XuminYu/ViQ_weights"
     assert "viq" in data["tags"]
     assert 'AutoModel.from_pretrained("someone/tiny-viq")' in api.files["README.md"].decode()
+
+
+def test_push_without_code_uploads_weights_only_and_the_card_says_what_to_install(fake_hub):
+    push_to_hub_with_card([make_tiny_model(), ViQImageProcessor()], "someone/tiny-viq", remote_code=False)
+    (api,) = fake_hub
+    assert sorted(api.files) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    assert "auto_map" not in json.loads(api.files["config.json"])
+    readme = api.files["README.md"].decode()
+    assert "trust_remote_code" not in readme and "install `transformers-viq` and import it first" in readme
 
 
 def test_push_vlm_and_processor_then_load_them_back(fake_hub, tmp_path):

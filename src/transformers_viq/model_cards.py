@@ -5,8 +5,9 @@
 * [`render_vlm_card`]: the card of a `ViQForConditionalGeneration` (Qwen2.5 on ViQ codes).
 * [`write_presets`]: the folders `modeling_cards/viq-fsq-<size>/` (`config.json`, `preprocessor_config.json`,
   `README.md`), regenerated with `python -m transformers_viq.model_cards --write-presets modeling_cards`.
-* [`push_to_hub_with_card`]: save a model (and its processor) with `save_pretrained`, add the card as `README.md`,
-  and upload everything in one commit.
+* [`save_for_hub`] / [`push_to_hub_with_card`]: save a model (and its processor) with `save_pretrained`, add the
+  card as `README.md` and the package's code with an `auto_map` (so `trust_remote_code=True` loads it where only
+  transformers is installed), and write it to a folder / upload everything in one commit.
 
 Cards are rendered with `huggingface_hub.ModelCard.from_template` from the Jinja templates shipped in
 `transformers_viq/model_card_templates/`; the front matter (`library_name`, `pipeline_tag`, `base_model`, `tags`,
@@ -16,6 +17,8 @@ Cards are rendered with `huggingface_hub.ModelCard.from_template` from the Jinja
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import filecmp
 import json
 import math
@@ -65,6 +68,7 @@ def render_tokenizer_card(
     size_or_config: str | ViQConfig,
     repo_id: str | None = None,
     weights_repo: str = AUTHORS_WEIGHTS_REPO,
+    remote_code: bool = True,
 ) -> ModelCard:
     """
     The model card of a ViQ tokenizer in HF format.
@@ -76,6 +80,9 @@ def render_tokenizer_card(
             Where the card will live; used in the loading snippet (a placeholder folder name otherwise).
         weights_repo (`str`, *optional*, defaults to `"XuminYu/ViQ_weights"`):
             The authors' weights this model was converted from (the card's `base_model`).
+        remote_code (`bool`, *optional*, defaults to `True`):
+            Whether the repository carries the package's code (see [`save_for_hub`]): the card then also shows the
+            `trust_remote_code=True` route for users with transformers alone; otherwise it says what to install.
 
     Returns:
         `huggingface_hub.ModelCard`: front matter with `library_name: transformers`, `pipeline_tag:
@@ -107,6 +114,7 @@ def render_tokenizer_card(
         hidden_size=config.vision_config.hidden_size,
         num_layers=config.vision_config.num_hidden_layers,
         bits_per_code=math.ceil(math.log2(codebook_size)),
+        remote_code=remote_code,
     )
 
 
@@ -120,6 +128,7 @@ def render_vlm_card(
     license: str = "apache-2.0",
     license_note: str | None = None,
     tags: Sequence[str] | None = None,
+    remote_code: bool = True,
     **card_data_kwargs,
 ) -> ModelCard:
     """
@@ -147,6 +156,9 @@ def render_vlm_card(
             Text of the card's licence section (a default names both parents' licences).
         tags (`list[str]`, *optional*):
             Extra tags, added to `viq, vision-language, qwen2.5, multimodal, image-text-to-text`.
+        remote_code (`bool`, *optional*, defaults to `True`):
+            Whether the repository carries the package's code (see [`save_for_hub`]): the card then also shows the
+            `trust_remote_code=True` route for users with transformers alone; otherwise it says what to install.
         **card_data_kwargs:
             More `ModelCardData` fields (`language`, `license_name`, `license_link`, `eval_results`, ...).
 
@@ -203,6 +215,7 @@ def render_vlm_card(
         text_num_layers=getattr(text, "num_hidden_layers", "?"),
         training_details=training_details.strip(),
         license_note=license_note,
+        remote_code=remote_code,
     )
 
 
@@ -221,13 +234,13 @@ def _hub_id_of(config) -> str | None:
     return None
 
 
-def default_card(obj: Any, repo_id: str | None = None) -> ModelCard:
+def default_card(obj: Any, repo_id: str | None = None, remote_code: bool = True) -> ModelCard:
     """The card for `obj` when none is given: a tokenizer card for a ViQ tokenizer (`model_type` `"viq"`)."""
     config = getattr(obj, "config", None)
     if isinstance(config, ViQConfig):
-        return render_tokenizer_card(config, repo_id=repo_id)
+        return render_tokenizer_card(config, repo_id=repo_id, remote_code=remote_code)
     if getattr(config, "model_type", None) == "viq_qwen":
-        return render_vlm_card(config, repo_id=repo_id)
+        return render_vlm_card(config, repo_id=repo_id, remote_code=remote_code)
     raise ValueError(
         f"No default model card for {type(obj).__name__}; pass `card=` (render_tokenizer_card or render_vlm_card)."
     )
@@ -265,7 +278,7 @@ def write_preset(size: str, output_dir: str | os.PathLike) -> list[str]:
     files = {
         "config.json": json.dumps(config, indent=2, sort_keys=True) + "\n",
         "preprocessor_config.json": json.dumps(processor, indent=2, sort_keys=True) + "\n",
-        "README.md": str(render_tokenizer_card(size)) + "\n",
+        "README.md": str(render_tokenizer_card(size, remote_code=False)) + "\n",
     }
     written = []
     for name, content in files.items():
@@ -288,6 +301,135 @@ def write_presets(output_root: str | os.PathLike, sizes: Sequence[str] | None = 
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# The classes whose code travels with a saved model for transformers' remote-code route (`trust_remote_code=True`),
+# and the Auto classes they answer to. The VLM also answers to AutoModelForCausalLM (TRL's loader tries it) and its
+# base model to AutoModel.
+def _remote_code_classes() -> dict[type, str]:
+    from .configuration_viq_qwen import ViQQwenConfig
+    from .modeling_viq import ViQModel
+    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
+    from .processing_viq import ViQProcessor
+
+    return {ViQConfig: "AutoConfig", ViQQwenConfig: "AutoConfig", ViQModel: "AutoModel", ViQQwenModel: "AutoModel",
+            ViQForConditionalGeneration: "AutoModelForImageTextToText", ViQImageProcessor: "AutoImageProcessor",
+            ViQProcessor: "AutoProcessor"}  # fmt: skip
+
+
+def _extra_auto_map(obj) -> dict[str, str]:
+    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
+
+    if isinstance(obj, ViQForConditionalGeneration):
+        module = ViQForConditionalGeneration.__module__.split(".")[-1]
+        return {"AutoModelForCausalLM": f"{module}.ViQForConditionalGeneration",
+                "AutoModel": f"{module}.{ViQQwenModel.__name__}"}  # fmt: skip
+    return {}
+
+
+@contextlib.contextmanager
+def _remote_code(enabled: bool):
+    """Within the block, `save_pretrained` of the ViQ classes also writes their code and an `auto_map`."""
+    classes = _remote_code_classes() if enabled else {}
+    previous = {cls: cls.__dict__.get("_auto_class", _UNSET) for cls in classes}
+    try:
+        for cls, auto_class in classes.items():
+            cls.register_for_auto_class(auto_class)
+        yield
+    finally:
+        for cls, value in previous.items():
+            if value is _UNSET:
+                del cls._auto_class  # back to the base class's `None`
+            else:
+                cls._auto_class = value
+
+
+_UNSET = object()
+
+
+def _save_one(obj, folder: Path, remote_code: bool) -> None:
+    """`obj.save_pretrained(folder)`, with the code and `auto_map` when asked, leaving `obj` itself unchanged."""
+    config = getattr(obj, "config", None)
+    if config is None:  # processors: `save_pretrained` writes the auto_map into the object; save a copy instead
+        obj = copy.deepcopy(obj) if remote_code else obj
+        with _remote_code(remote_code):
+            obj.save_pretrained(folder)
+        return
+    auto_map = config.__dict__.get("auto_map", _UNSET)
+    auto_map = auto_map if auto_map is _UNSET else copy.deepcopy(auto_map)
+    try:
+        with _remote_code(remote_code):
+            obj.save_pretrained(folder)
+    finally:  # `save_pretrained` wrote the auto_map into the model's config: put back what was there
+        if auto_map is _UNSET:
+            config.__dict__.pop("auto_map", None)
+        else:
+            config.auto_map = auto_map
+    extra = _extra_auto_map(obj) if remote_code else {}
+    if extra and (folder / "config.json").is_file():
+        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        saved["auto_map"] = {**saved.get("auto_map", {}), **extra}
+        (folder / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_for_hub(
+    obj_or_objs, folder: str | os.PathLike, card: ModelCard | str | None = None, *, repo_id: str | None = None,
+    remote_code: bool = True,
+) -> list[str]:  # fmt: skip
+    """
+    Write what [`push_to_hub_with_card`] uploads into a local folder: each object's `save_pretrained` files, the
+    model card as `README.md`, and (with `remote_code`) the package's modeling code with an `auto_map`, so that
+    `AutoModel*.from_pretrained(folder_or_repo, trust_remote_code=True)` loads it where only transformers is
+    installed. Where `transformers_viq` is imported its own classes are used and the code files are ignored.
+
+    Args:
+        obj_or_objs (object or `list` of objects with `save_pretrained`):
+            What to save, e.g. `model` or `[model, processor]`. Their files go to the folder root; two objects writing
+            the same file name with different contents is an error.
+        folder (`str` or `os.PathLike`):
+            Where to write (created if missing).
+        card (`ModelCard` or `str`, *optional*):
+            The card; defaults to `default_card(first object, repo_id)`.
+        repo_id (`str`, *optional*):
+            The repository the folder is meant for (used in the default card's loading snippet).
+        remote_code (`bool`, *optional*, defaults to `True`):
+            Also write the code files (`configuration_viq.py`, `modeling_viq.py`, ...) and the `auto_map`.
+
+    Returns:
+        `list[str]`: The written files, relative to `folder`, sorted.
+    """
+    objs = list(obj_or_objs) if isinstance(obj_or_objs, (list, tuple)) else [obj_or_objs]
+    if not objs:
+        raise ValueError("Nothing to save: `obj_or_objs` is empty.")
+    for obj in objs:
+        if not callable(getattr(obj, "save_pretrained", None)):
+            raise TypeError(f"{type(obj).__name__} has no `save_pretrained`; cannot push it.")
+    if card is None:
+        card = default_card(objs[0], repo_id=repo_id, remote_code=remote_code)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="viq-save-") as tmp:
+        sources: dict[str, str] = {}
+        staged = []
+        for index, obj in enumerate(objs):
+            staging = Path(tmp) / f"obj{index}"
+            _save_one(obj, staging, remote_code)
+            for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+                relative = path.relative_to(staging).as_posix()
+                if relative in sources and not filecmp.cmp(path, Path(tmp) / sources[relative][1], shallow=False):
+                    raise ValueError(
+                        f"{type(obj).__name__} and {sources[relative][0]} both write {relative!r} with different "
+                        "contents; push them to different repositories."
+                    )
+                sources.setdefault(relative, (type(obj).__name__, path.relative_to(tmp)))
+                staged.append((relative, path))
+        for relative, path in staged:
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    readme = card.content if isinstance(card, ModelCard) else str(card)
+    (folder / "README.md").write_text(readme if readme.endswith("\n") else readme + "\n", encoding="utf-8")
+    return sorted({*sources, "README.md"})
+
+
 def push_to_hub_with_card(
     obj_or_objs,
     repo_id: str,
@@ -298,6 +440,7 @@ def push_to_hub_with_card(
     private: bool | None = None,
     revision: str | None = None,
     create_pr: bool = False,
+    remote_code: bool = True,
     api: HfApi | None = None,
 ):
     """
@@ -318,6 +461,9 @@ def push_to_hub_with_card(
         token (`str` or `bool`, *optional*), private (`bool`, *optional*), revision (`str`, *optional*),
         create_pr (`bool`, *optional*, defaults to `False`):
             As for `HfApi.create_repo` / `create_commit`. A `revision` branch is created if missing.
+        remote_code (`bool`, *optional*, defaults to `True`):
+            Also upload the package's modeling code with an `auto_map` (see [`save_for_hub`]): the repo then loads
+            with `trust_remote_code=True` where only transformers is installed.
         api (`HfApi`, *optional*):
             The client to use (defaults to `HfApi(token=token)`).
 
@@ -327,42 +473,16 @@ def push_to_hub_with_card(
     objs = list(obj_or_objs) if isinstance(obj_or_objs, (list, tuple)) else [obj_or_objs]
     if not objs:
         raise ValueError("Nothing to push: `obj_or_objs` is empty.")
-    for obj in objs:
-        if not callable(getattr(obj, "save_pretrained", None)):
-            raise TypeError(f"{type(obj).__name__} has no `save_pretrained`; cannot push it.")
-    if card is None:
-        card = default_card(objs[0], repo_id=repo_id)
     api = api if api is not None else HfApi(token=token)
     commit_message = commit_message or f"Upload {', '.join(type(o).__name__ for o in objs)} with model card"
 
     with tempfile.TemporaryDirectory(prefix="viq-push-") as tmp:
         folder = Path(tmp) / "repo"
-        folder.mkdir()
-        sources: dict[str, str] = {}
-        for index, obj in enumerate(objs):
-            staging = Path(tmp) / f"obj{index}"
-            obj.save_pretrained(staging)
-            for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-                relative = path.relative_to(staging).as_posix()
-                target = folder / relative
-                if target.exists() and not filecmp.cmp(path, target, shallow=False):
-                    raise ValueError(
-                        f"{type(obj).__name__} and {sources[relative]} both write {relative!r} with different "
-                        "contents; push them to different repositories."
-                    )
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-                sources.setdefault(relative, type(obj).__name__)
-        readme = card.content if isinstance(card, ModelCard) else str(card)
-        (folder / "README.md").write_text(readme if readme.endswith("\n") else readme + "\n", encoding="utf-8")
-
+        files = save_for_hub(objs, folder, card, repo_id=repo_id, remote_code=remote_code)
         repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
         if revision is not None and not create_pr:
             api.create_branch(repo_id=repo_id, branch=revision, token=token, exist_ok=True)
-        operations = [
-            CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
-            for path in sorted(p for p in folder.rglob("*") if p.is_file())
-        ]
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
         return api.create_commit(
             repo_id=repo_id,
             operations=operations,
@@ -400,6 +520,7 @@ __all__ = [
     "push_to_hub_with_card",
     "render_tokenizer_card",
     "render_vlm_card",
+    "save_for_hub",
     "write_preset",
     "write_presets",
 ]
