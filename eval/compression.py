@@ -244,7 +244,8 @@ def run(args) -> dict:
     output.mkdir(parents=True, exist_ok=True)
 
     rows, examples = [], []
-    for item in pipe.reconstruct(files, args.batch_size, progress=not args.quiet, desc="compression"):
+    for item in pipe.reconstruct(files, args.batch_size, progress=not args.quiet, desc="compression",
+                                 keep_model_size=True):  # fmt: skip
         row, jpeg = measure(item, codebook_size)
         rows.append(row)
         examples.append((row, item.original, item.reconstruction, jpeg))

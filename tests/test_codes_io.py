@@ -74,3 +74,18 @@ def test_codes_from_a_model_round_trip_through_decoding_inputs(tmp_path):
     torch.testing.assert_close(
         model.embed_codes(loaded.codes, loaded.image_grid_hw), model.embed_codes(out.image_codes, out.image_grid_hw)
     )
+
+
+def test_records_keep_each_images_own_size_and_older_files_still_load(tmp_path):
+    records = [{"name": "a.png", "height": 48, "width": 80, "source_height": 451, "source_width": 300}]
+    ViQCodes(torch.zeros(4 * 15, dtype=torch.long), [[3, 5]], [3, 3], images=records).save(tmp_path / "new.st")
+    loaded = ViQCodes.load(tmp_path / "new.st")
+    assert loaded.images == records and loaded.source_size(0) == (451, 300)
+    # a file written before the source size was recorded (same format version) loads; it has no source size
+    old = [{"name": "a.png", "height": 48, "width": 80}]
+    ViQCodes(torch.zeros(4 * 15, dtype=torch.long), [[3, 5]], [3, 3], images=old).save(tmp_path / "old.st")
+    assert ViQCodes.load(tmp_path / "old.st").source_size(0) is None
+    assert ViQCodes(torch.zeros(4, dtype=torch.long), [[1, 1]], [3, 3]).source_size(0) is None
+    with pytest.raises(ValueError, match="`source_width` must be a positive integer, got 0"):
+        ViQCodes(torch.zeros(4, dtype=torch.long), [[1, 1]], [3, 3],
+                 images=[{"name": "a", "height": 16, "width": 16, "source_height": 9, "source_width": 0}])  # fmt: skip

@@ -41,14 +41,31 @@ def test_encode_decode_reconstruct_files_and_arrays(pipe, tmp_path):
     assert codes.model == str(TINY) and codes.viq_size == "16k"
     # packed batches give the same codes as one image per call
     assert torch.equal(pipe.encode([path, array], batch_size=2, progress=False).codes, codes.codes)
-    images = pipe.decode(codes, progress=False)
-    for image, record in zip(images, codes.images):
-        assert image.dtype == np.uint8 and image.shape == (record["height"], record["width"], 3)
+    # the sizes the user gave are recorded next to the sizes the model saw (a multiple of 16 within the budget)
+    assert [codes.source_size(i) for i in range(2)] == [(40, 50), (64, 48)]
+    assert [(r["height"], r["width"]) for r in codes.images] == [(64, 80), (80, 64)]
+    images = pipe.decode(codes, progress=False)  # back at the size the user gave
+    assert [image.shape for image in images] == [(40, 50, 3), (64, 48, 3)] and images[0].dtype == np.uint8
+    model_size = pipe.decode(codes, progress=False, keep_model_size=True)
+    assert [image.shape for image in model_size] == [(64, 80, 3), (80, 64, 3)]
     items = list(pipe.reconstruct([path, ("mine", array)], batch_size=2, progress=False))
     assert [item.name for item in items] == ["noise.png", "mine"]
-    assert items[1].source_size == (64, 48)
+    assert items[1].source_size == (64, 48) and items[1].fed_size == (80, 64)
+    for item, image in zip(items, images):
+        assert item.measured_at == "source" and item.original.shape == item.reconstruction.shape == image.shape
+        assert np.abs(item.reconstruction.astype(int) - image.astype(int)).max() <= 1  # decode == reconstruct
+    np.testing.assert_array_equal(items[1].original, array)
     numbers = reconstruction_numbers(items[0], pipe.codebook_size)
     assert numbers["num_codes"] == 4 * numbers["grid_h"] * numbers["grid_w"] and 0 < numbers["psnr"] < 60
+    assert numbers["measured_at"] == "source" and (numbers["height"], numbers["width"]) == (40, 50)
+    assert numbers["bpp"] == numbers["num_codes"] * 14 / (40 * 50)
+    # codes files written before the source size was recorded decode at the size the model saw
+    older = ViQCodes(codes.codes, codes.image_grid_hw, codes.fsq_levels, model=codes.model,
+                     images=[{k: r[k] for k in ("name", "height", "width")} for r in codes.images])  # fmt: skip
+    assert [image.shape for image in pipe.decode(older, progress=False)] == [(64, 80, 3), (80, 64, 3)]
+    (fed,) = pipe.reconstruct([path], progress=False, keep_model_size=True)
+    assert fed.measured_at == "model" and fed.original.shape == fed.reconstruction.shape == (64, 80, 3)
+    assert reconstruction_numbers(fed, pipe.codebook_size)["measured_at"] == "model"
 
 
 def test_errors_are_the_usual_ones(pipe, tmp_path):

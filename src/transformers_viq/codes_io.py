@@ -12,12 +12,14 @@ and, as string metadata under the key `"viq"`, a JSON object:
 ```json
 {"format": "viq-codes", "version": 1, "model": "XuminYu/ViQ_weights", "viq_size": "16k",
  "fsq_levels": [8, 8, 8, 6, 5], "codebook_size": 15360, "codes_per_patch": 4, "patch_size": 16,
- "images": [{"name": "cat.jpg", "height": 451, "width": 300}, ...]}
+ "images": [{"name": "cat.jpg", "height": 448, "width": 304, "source_height": 451, "source_width": 300}, ...]}
 ```
 
-`images` records each source image's name and the size the processor fed to the model (before padding to the patch
-grid), so reconstructions can be cropped back. Round trips are exact; decoding codes produced with another codebook
-is refused (`ViQCodes.check_compatible`).
+`images` records each image's name, the size the processor fed to the model (`height`, `width`: before padding to
+the patch grid) and the image's own size (`source_height`, `source_width`), so a decoded image can be cropped back to
+what the model saw and resized back to what the user gave. Files written before the source size was recorded (same
+format version) still load; they decode at the size the model saw. Round trips are exact; decoding codes produced
+with another codebook is refused (`ViQCodes.check_compatible`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class ViQCodes:
         model (`str`, *optional*): id or path of the model that produced them.
         viq_size (`str`, *optional*): released size name (`"16k"`, ...) if the levels are a preset.
         codes_per_patch (`int`, *optional*, defaults to 4), patch_size (`int`, *optional*, defaults to 16).
-        images (`list[dict]`, *optional*): per image `{"name", "height", "width"}` (size fed to the model).
+        images (`list[dict]`, *optional*): per image `{"name", "height", "width", "source_height", "source_width"}`
+            (`height`/`width`: the size fed to the model before padding; `source_*`: the image's own size).
     """
 
     codes: torch.Tensor
@@ -69,6 +72,11 @@ class ViQCodes:
         self.codes = check_codes(codes, grid_hw, self.codes_per_patch, self.codebook_size)
         if self.images and len(self.images) != len(self.image_grid_hw):
             raise ValueError(f"{len(self.images)} image records for {len(self.image_grid_hw)} grids.")
+        for index, record in enumerate(self.images):
+            for key in ("height", "width", "source_height", "source_width"):
+                value = record.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    raise ValueError(f"Image record {index}: `{key}` must be a positive integer, got {value!r}.")
 
     @property
     def codebook_size(self) -> int:
@@ -77,6 +85,13 @@ class ViQCodes:
     @property
     def num_images(self) -> int:
         return len(self.image_grid_hw)
+
+    def source_size(self, index: int) -> tuple[int, int] | None:
+        """`(height, width)` of image `index` as the user gave it, or `None` if the file does not record it."""
+        record = self.images[index] if index < len(self.images) else {}
+        if "source_height" not in record or "source_width" not in record:
+            return None
+        return int(record["source_height"]), int(record["source_width"])
 
     def split(self) -> list[torch.Tensor]:
         """The codes of each image, `(4 * h_i * w_i,)` each."""

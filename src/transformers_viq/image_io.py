@@ -258,6 +258,14 @@ def load_rgb(image: Any) -> np.ndarray:
     return to_rgb_uint8(decode_image(image))
 
 
+def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A `uint8` RGB `(H, W, 3)` image resized to `(height, width)` (bicubic; returned as is if already that size)."""
+    if image.shape[:2] == (height, width):
+        return image
+    resized = Image.fromarray(image).resize((int(width), int(height)), Image.Resampling.BICUBIC)
+    return np.asarray(resized)
+
+
 __all__ = [
     "check_image_file",
     "decode_array",
@@ -265,5 +273,6 @@ __all__ = [
     "decode_pil",
     "load_rgb",
     "open_image",
+    "resize_rgb",
     "to_rgb_uint8",
 ]

@@ -9,14 +9,15 @@ from transformers_viq.pipeline import ViQPipeline
 
 pipe = ViQPipeline.from_pretrained("XuminYu/ViQ_weights", size="16k", device="auto")   # or an HF-format folder
 codes = pipe.encode(["cat.jpg", "dog.png"])        # a ViQCodes: uint16-ready codes, grids, names and sizes
-images = pipe.decode(codes)                        # uint8 (H, W, 3) arrays at the size each image was fed
+images = pipe.decode(codes)                        # uint8 (H, W, 3) arrays, each at its image's own size
 for item in pipe.reconstruct(["cat.jpg"]):         # encode + decode, with the image the model saw
     print(item.name, reconstruction_numbers(item, pipe.codebook_size)["psnr"])
 ```
 
 Errors are the library's usual ones: `FileNotFoundError` for a missing file or model folder, `ValueError` naming the
 image for unreadable or unsuitable input, [`ModelLoadError`] (its `__cause__` is the original error) when a model
-cannot be loaded.
+cannot be loaded, including when the Hub cannot be reached: that is found out with one request, without retries, and
+offline (`HF_HUB_OFFLINE=1`) nothing is asked of the network.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
-from .image_io import load_rgb
+from .hub_utils import HubUnreachableError, cached_file, hub_error_reason, is_offline, probe_file
+from .image_io import load_rgb, resize_rgb
 from .logging_utils import get_logger, one_line, progress_bar
 from .original_checkpoint import AUTHORS_REPO, original_layout_sizes
 
@@ -75,7 +77,8 @@ def resolve_model(model: str | None = None, size: str | None = None, **hub_kwarg
 
     Raises:
         `FileNotFoundError` for a local path that does not exist; `ValueError` for an unknown size, or a folder in
-        the authors' layout that holds several sizes but not 16k.
+        the authors' layout that holds several sizes but not 16k; `HubUnreachableError` (a `ConnectionError`) when a
+        Hub repo is not cached and the Hub cannot be reached (one request, no retries), or downloads are off.
     """
     if size is not None and size not in FSQ_LEVEL_PRESETS:
         raise ValueError(f"Unknown ViQ size {size!r}; expected one of {', '.join(SIZES)}.")
@@ -93,6 +96,15 @@ def resolve_model(model: str | None = None, size: str | None = None, **hub_kwarg
         elif sizes:
             raise ValueError(f"{model} is in the authors' layout with sizes {', '.join(sizes)}: choose one.")
     return model, size
+
+
+def _check_hub_files(repo: str, filenames, **hub_kwargs) -> None:
+    """Before transformers downloads an HF-format repo (with retries), ask once for each file that is not cached."""
+    if is_offline(hub_kwargs):
+        return  # transformers then reads the cache only, and says what is missing
+    for filename in filenames:
+        if not cached_file(repo, filename, hub_kwargs.get("revision"), hub_kwargs.get("cache_dir")):
+            probe_file(repo, filename, revision=hub_kwargs.get("revision"), token=hub_kwargs.get("token"))
 
 
 def recorded_model_id(model_id: str) -> str:
@@ -116,29 +128,45 @@ def load_config(model: str, size: str | None = None, **hub_kwargs):
 # ------------------------------------------------------------------------------------------------------------------
 @dataclass
 class Reconstruction:
-    """One image through encode -> decode, with the image the model saw."""
+    """
+    One image through encode -> decode. `original` and `reconstruction` have the same size: the image's own size
+    (`measured_at == "source"`, the reconstruction resized back from the size the model saw), or the size the model
+    saw (`measured_at == "model"`: the processor's resize, before padding).
+    """
 
     name: str
-    original: np.ndarray  # uint8 (H, W, 3) as fed to the model (resized, not padded)
+    original: np.ndarray  # uint8 (H, W, 3)
     reconstruction: np.ndarray  # uint8, same shape
     codes: np.ndarray  # int64 (4 * h * w,)
     grid_hw: tuple[int, int]
     source_size: tuple[int, int]  # (height, width) of the file
     extra: dict = field(default_factory=dict)
+    fed_size: tuple[int, int] | None = None  # (height, width) the model saw, before padding
+    measured_at: str = "model"  # "source" or "model": the size of `original` and `reconstruction`
+
+
+MEASURED_AT = {"source": "the image's own size", "model": "the size the model saw"}
 
 
 def reconstruction_numbers(item: Reconstruction, codebook_size: int) -> dict:
-    """bpp, byte sizes (codes, raw RGB, PNG and JPEG q90 of the fed original), PSNR and SSIM of one reconstruction."""
+    """
+    bpp, byte sizes (codes, raw RGB, PNG and JPEG q90 of the original), PSNR and SSIM of one reconstruction, computed
+    at the size of `item.original` (`width` x `height`, which `measured_at` names: `"source"` or `"model"`).
+    """
     from . import metrics
 
     height, width = item.original.shape[:2]
+    fed_height, fed_width = item.fed_size or (height, width)
     pixels = height * width
     bits = metrics.bits_per_code(codebook_size)
     num_codes = int(item.codes.size)
     return {
         "name": item.name,
+        "measured_at": item.measured_at,
         "source_height": item.source_size[0],
         "source_width": item.source_size[1],
+        "fed_height": fed_height,
+        "fed_width": fed_width,
         "height": height,
         "width": width,
         "grid_h": item.grid_hw[0],
@@ -227,13 +255,22 @@ class ViQPipeline:
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}.")
-        model_id, size = resolve_model(None if model is None else os.fspath(model), size, **hub_kwargs)
+        if is_offline(hub_kwargs):
+            hub_kwargs["local_files_only"] = True
+        name = DEFAULT_MODEL if model is None else os.fspath(model)
+        try:
+            model_id, size = resolve_model(None if model is None else name, size, **hub_kwargs)
+            if size is None and not looks_like_path(model_id) and not os.path.isdir(model_id):
+                _check_hub_files(model_id, ("config.json", "model.safetensors"), **hub_kwargs)
+        except HubUnreachableError as error:
+            raise ModelLoadError(f"cannot load model {name}: {one_line(error)}") from error
         device = resolve_device(device)
         try:
             viq = ViQModel.from_pretrained(model_id, viq_size=size, dtype=getattr(torch, dtype), **hub_kwargs)
         except Exception as error:  # hub errors, missing files, bad configs, damaged weights
             where = model_id + (f" (size {size})" if size else "")
-            raise ModelLoadError(f"cannot load model {where}: {one_line(error)}") from error
+            reason = hub_error_reason(error) or one_line(error)
+            raise ModelLoadError(f"cannot load model {where}: {reason}") from error
         viq = viq.to(device).eval()
         overrides: dict[str, Any] = {"do_resize": do_resize}
         if max_pixels is not None:
@@ -315,8 +352,8 @@ class ViQPipeline:
     def encode(self, images: Iterable[Any], names: Sequence[str] | None = None, batch_size: int = 4,
                progress: bool = True):  # fmt: skip
         """
-        Encode images in packed batches to a [`ViQCodes`] that records, per image, its name and the size the model
-        was fed (so that decoding can give the image back at that size).
+        Encode images in packed batches to a [`ViQCodes`] that records, per image, its name, its own size and the size
+        the model was fed (so that decoding can give the image back at either).
 
         Args:
             images: paths, PIL images or `uint8` arrays.
@@ -340,8 +377,10 @@ class ViQPipeline:
                 all_codes.append(codes)
                 all_grids.append(grid)
                 for name, image in zip(batch_names, batch):
-                    height, width = self.fed_size(*self._source_size(image))
-                    records.append({"name": name, "height": int(height), "width": int(width)})
+                    source_height, source_width = self._source_size(image)
+                    height, width = self.fed_size(source_height, source_width)
+                    records.append({"name": name, "height": int(height), "width": int(width),
+                                    "source_height": source_height, "source_width": source_width})  # fmt: skip
                 bar.update(len(batch))
         return ViQCodes(
             torch.cat(all_codes) if all_codes else torch.zeros(0, dtype=torch.int64),
@@ -367,10 +406,21 @@ class ViQPipeline:
             arrays = [array[:height, :width] for array, (height, width) in zip(arrays, sizes)]
         return arrays
 
-    def decode(self, codes, batch_size: int = 4, progress: bool = True) -> list[np.ndarray]:
+    def decode(self, codes, batch_size: int = 4, progress: bool = True, keep_model_size: bool = False
+               ) -> list[np.ndarray]:  # fmt: skip
         """
-        A [`ViQCodes`] -> one `uint8` RGB array per image, at the size each image was fed to the model (the padding
-        added by the processor is cropped; codes without recorded sizes come back at their grid's size).
+        A [`ViQCodes`] -> one `uint8` RGB array per image, at each image's own size as recorded when it was encoded
+        (the padding added by the processor is cropped, then the picture is resized back from the size the model saw).
+
+        Args:
+            codes ([`ViQCodes`]): the codes to decode.
+            batch_size (`int`, *optional*, defaults to 4): images per decoder call.
+            progress (`bool`, *optional*, defaults to `True`): show a progress bar (on a terminal).
+            keep_model_size (`bool`, *optional*, defaults to `False`): return the size the model saw instead (the
+                processor's resize, a multiple of the patch size in native mode), without resizing back.
+
+        Codes files without recorded sizes come back at the size the model saw (older files record no source size)
+        or, without any record, at their grid's size.
 
         Raises:
             `IncompatibleCodebookError` (a `ValueError`) when the codes were made with another codebook.
@@ -391,16 +441,21 @@ class ViQPipeline:
                     width = min(int(records[index].get("width", grid_w * patch)), grid_w * patch)
                     sizes.append((height, width))
                 batch_codes = torch.cat([per_image[index] for index in batch])
-                arrays += self.decode_codes(batch_codes, codes.image_grid_hw[batch], sizes)
+                decoded = self.decode_codes(batch_codes, codes.image_grid_hw[batch], sizes)
+                for index, array in zip(batch, decoded):
+                    source = codes.source_size(index)
+                    arrays.append(array if keep_model_size or source is None else resize_rgb(array, *source))
                 bar.update(len(batch))
         return arrays
 
     # ---- both ---------------------------------------------------------------------------------------------------
     def reconstruct(self, items: Iterable[Any], batch_size: int = 4, progress: bool = True, desc: str = "reconstruct",
-                    total: int | None = None) -> Iterator[Reconstruction]:  # fmt: skip
+                    total: int | None = None, keep_model_size: bool = False) -> Iterator[Reconstruction]:  # fmt: skip
         """
         Encode and decode images in packed batches. `items` is any iterable (read lazily) of paths, arrays, or
-        `(name, path or uint8 array)` pairs. Yields [`Reconstruction`]s in input order.
+        `(name, path or uint8 array)` pairs. Yields [`Reconstruction`]s in input order, at each image's own size (the
+        reconstruction resized back from the size the model saw), or with `keep_model_size=True` at the size the model
+        saw (the original resized as the processor resizes it); `measured_at` says which.
         """
         if total is None and hasattr(items, "__len__"):
             total = len(items)
@@ -414,7 +469,13 @@ class ViQPipeline:
             for (name, _), array, image, output, image_codes, hw in zip(
                 batch, arrays, fed, recon, codes.split(counts), grid.tolist()
             ):
-                yield Reconstruction(name, image, output, image_codes.numpy(), tuple(hw), tuple(array.shape[:2]))
+                source_size, fed_size = tuple(array.shape[:2]), tuple(image.shape[:2])
+                if keep_model_size:
+                    original, reconstruction, at = image, output, "model"
+                else:
+                    original, reconstruction, at = array, resize_rgb(output, *source_size), "source"
+                yield Reconstruction(name, original, reconstruction, image_codes.numpy(), tuple(hw), source_size,
+                                     fed_size=fed_size, measured_at=at)  # fmt: skip
 
         with progress_bar(total=total, desc=desc, unit="img", disable=not progress) as bar:
             batch: list[tuple[str, Any]] = []
@@ -438,6 +499,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_SIZE",
     "ModelLoadError",
+    "MEASURED_AT",
     "Reconstruction",
     "ViQPipeline",
     "load_config",

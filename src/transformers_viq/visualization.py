@@ -34,9 +34,15 @@ def numbers_text(numbers: dict, model_id: str | None = None) -> list[str]:
     """The text panel of a side-by-side picture; fields separated by tabs are drawn as aligned columns."""
     psnr = numbers["psnr"]
     packed = numbers["code_bytes_packed"]
-    fed = f"{numbers['width']}x{numbers['height']} px as fed"
-    if (numbers["source_height"], numbers["source_width"]) != (numbers["height"], numbers["width"]):
-        fed += f" (file {numbers['source_width']}x{numbers['source_height']})"
+    fed_size = (numbers.get("fed_height", numbers["height"]), numbers.get("fed_width", numbers["width"]))
+    if numbers.get("measured_at", "model") == "source":
+        fed = f"{numbers['width']}x{numbers['height']} px, the image's own size"
+        if fed_size != (numbers["height"], numbers["width"]):
+            fed += f" (model saw {fed_size[1]}x{fed_size[0]})"
+    else:
+        fed = f"{numbers['width']}x{numbers['height']} px as the model saw it"
+        if (numbers["source_height"], numbers["source_width"]) != (numbers["height"], numbers["width"]):
+            fed += f" (file {numbers['source_width']}x{numbers['source_height']})"
     lines = [
         numbers["name"],
         fed,
