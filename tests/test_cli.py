@@ -58,18 +58,32 @@ def test_encode_decode_reconstruct_end_to_end(tmp_path, images):
         assert (record["height"], record["width"]) == (16 * grid_h, 16 * grid_w)
         assert record["height"] * record["width"] <= 80 * 80
 
-    # decode takes the model recorded in the file
+    for record, path in zip(codes.images, images):  # each image's own size is recorded too
+        with Image.open(path) as png:
+            assert (record["source_width"], record["source_height"]) == png.size
+
+    # decode takes the model recorded in the file, and gives each image back at the size the user gave
     decoded = tmp_path / "decoded"
     assert main(["decode", str(codes_file), "-o", str(decoded), "--device", "cpu", "--quiet"]) == 0
     for record in codes.images:
         with Image.open(decoded / record["name"]) as png:
-            assert png.size == (record["width"], record["height"]) and png.mode == "RGB"
+            assert png.size == (record["source_width"], record["source_height"]) and png.mode == "RGB"
+    # or at the size the model saw
+    grid_size = tmp_path / "grid-size"
+    assert main(["decode", str(codes_file), "-o", str(grid_size), "--device", "cpu", "-q", "--keep-model-size"]) == 0
+    for record in codes.images:
+        with Image.open(grid_size / record["name"]) as png:
+            assert png.size == (record["width"], record["height"])
 
     recon = tmp_path / "recon"
     assert main(["reconstruct", *map(str, images), "-o", str(recon), *MODEL_ARGS, *SMALL]) == 0
     report = json.loads((recon / "metrics.json").read_text())
     assert report["model"] == TINY and len(report["images"]) == len(images)
+    assert report["measured_at"] == "source"
     for row, record in zip(report["images"], codes.images):
+        assert row["measured_at"] == "source"
+        assert (row["height"], row["width"]) == (row["source_height"], row["source_width"])
+        assert (row["fed_height"], row["fed_width"]) == (record["height"], record["width"])
         stem = Path(row["name"]).stem
         with Image.open(recon / f"{stem}.png") as png:
             reconstruction = np.asarray(png)
@@ -95,7 +109,7 @@ def test_decode_crops_the_padding_of_reference_mode(tmp_path):
     assert main(["encode", str(image), "-o", str(codes_file), "--no-resize", *MODEL_ARGS]) == 0
     codes = ViQCodes.load(codes_file)
     assert codes.image_grid_hw.tolist() == [[3, 4]]  # padded to 48x64
-    assert codes.images == [{"name": "odd.png", "height": 40, "width": 50}]
+    assert codes.images == [{"name": "odd.png", "height": 40, "width": 50, "source_height": 40, "source_width": 50}]
     assert main(["decode", str(codes_file), "-o", str(tmp_path / "dec"), *MODEL_ARGS]) == 0
     with Image.open(tmp_path / "dec" / "odd.png") as png:
         assert png.size == (50, 40)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import textwrap
 import traceback
@@ -33,15 +34,19 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_INCOMPATIBLE = 3
+EXIT_HUB = 4
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\
 exit codes:
   {EXIT_OK}    success
-  {EXIT_RUNTIME}    runtime or model error (the model cannot be loaded or run, out of memory, conversion failed)
+  {EXIT_RUNTIME}    runtime or model error (the model cannot be loaded or run, out of memory, conversion failed,
+       a missing optional dependency)
   {EXIT_USAGE}    usage error or bad input: a bad option, a missing file, an unreadable image, a file that
-       is not a ViQ codes file
+       is not a ViQ codes file, an output that would overwrite an input or (without --overwrite) a file
   {EXIT_INCOMPATIBLE}    the codes were made with a different codebook than the model (decode/extract refuse them)
+  {EXIT_HUB}    the Hugging Face Hub cannot be reached or refused the request (no network, HF_HUB_OFFLINE=1
+       without a cached copy, an unknown, private or gated repository); no retries
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 
 Errors are one line on stderr, `viq: error: ...`; --debug adds the traceback (the exit code stays the same)."""
@@ -65,6 +70,31 @@ class CLIError(Exception):
 def _say(args, text: str) -> None:
     if not args.quiet:
         print(text)
+
+
+# Library messages name Python arguments; the command line names its flags.
+_FLAGS = [
+    (re.compile(r"`?\bdo_resize=False\b`?"), "--no-resize"),
+    (re.compile(r"`?\bdo_resize=True\b`?"), "the default resizing (without --no-resize)"),
+    (re.compile(r"`?\bmax_pixels=(\d+)`?"), r"--max-pixels \1"),
+    (re.compile(r"`?\bmax_pixels\b`?"), "--max-pixels"),
+    (re.compile(r"`?\bbatch_size\b`?"), "--batch-size"),
+    (re.compile(r"\b(device|dtype) '"), r"--\1 '"),
+]
+
+
+def flags_in(message: str) -> str:
+    """A library message with Python argument names replaced by the command's flags (`max_pixels`: `--max-pixels`)."""
+    for pattern, flag in _FLAGS:
+        message = pattern.sub(flag, message)
+    return message
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, in one line: the Hub failure if that is the cause, else the error's first line."""
+    from .hub_utils import hub_error_reason
+
+    return hub_error_reason(error) or one_line(error)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -94,6 +124,46 @@ def check_images(paths) -> list[Path]:
         except ValueError as error:
             raise CLIError(f"cannot read image {path}: {one_line(error)}", EXIT_USAGE) from None
     return paths
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(output: Path, inputs, overwrite: bool) -> None:
+    """`-o FILE` must not be an input, a folder, or (without --overwrite) an existing file (`CLIError`, exit 2)."""
+    for path in inputs:
+        if _same_file(output, Path(path)) or output.resolve() == Path(path).resolve():
+            raise CLIError(f"-o {output} is one of the inputs; write the result to another file", EXIT_USAGE)
+    if output.is_dir():
+        raise CLIError(f"-o {output} is a folder; give a file name such as codes.safetensors", EXIT_USAGE)
+    if output.exists() and not overwrite:
+        raise CLIError(f"-o {output} exists; pass --overwrite to replace it", EXIT_USAGE)
+
+
+def check_output_folder(output: Path, names, inputs, overwrite: bool) -> None:
+    """
+    `-o DIR` must not be a file, and none of the files to write into it (`names`) may be an input, or (without
+    --overwrite) an existing file (`CLIError`, exit code 2). Nothing is created here.
+    """
+    if output.exists() and not output.is_dir():
+        raise CLIError(f"-o {output} is a file; give a folder", EXIT_USAGE)
+    inputs = [Path(path) for path in inputs]
+    existing = []
+    for name in names:
+        target = output / name
+        for path in inputs:
+            if _same_file(target, path) or target.resolve() == path.resolve():
+                raise CLIError(f"-o {output} would overwrite the input {path} with {name}; write to another folder",
+                               EXIT_USAGE)  # fmt: skip
+        if target.exists():
+            existing.append(name)
+    if existing and not overwrite:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise CLIError(f"-o {output} already holds {shown}; pass --overwrite to replace them", EXIT_USAGE)
 
 
 def unique_stems(names) -> list[str]:
@@ -126,9 +196,9 @@ def _load(args, model: str | None = None, size: str | None = None, preprocess: b
     except FileNotFoundError as error:
         raise CLIError(one_line(error), EXIT_USAGE) from error
     except ValueError as error:  # a bad --device or --size for this model
-        raise CLIError(one_line(error).replace("device '", "--device '"), EXIT_USAGE) from error
-    except ModelLoadError as error:
-        raise CLIError(str(error), EXIT_RUNTIME) from error
+        raise CLIError(one_line(error), EXIT_USAGE) from error
+    except ModelLoadError as error:  # (a Hub failure among its causes gets EXIT_HUB in `main`)
+        raise CLIError(one_line(error), EXIT_RUNTIME) from error
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -139,8 +209,12 @@ def command_encode(args) -> int:
 
     paths = check_images(args.images)
     output = Path(args.output)
-    if output.is_dir():
-        raise CLIError(f"-o {output} is a folder; give a file name such as codes.safetensors", EXIT_USAGE)
+    if output.suffix == "" and not output.is_dir():
+        output = output.with_name(output.name + ".safetensors")  # `-o codes` -> codes.safetensors
+    elif output.suffix.lower() != ".safetensors":
+        hint = " (to write pictures, use `viq reconstruct IMAGE -o DIR`)" if _is_image_name(output) else ""
+        raise CLIError(f"-o {output}: encode writes a codes file, whose name ends in .safetensors{hint}", EXIT_USAGE)
+    check_output_file(output, paths, args.overwrite)
     pipe = _load(args)
     try:
         codes = pipe.encode([str(path) for path in paths], names=[path.name for path in paths],
@@ -155,6 +229,12 @@ def command_encode(args) -> int:
         f"codebook ({bits} bits/code) -> {output} ({output.stat().st_size:,} bytes)",
     )
     return EXIT_OK
+
+
+def _is_image_name(path: Path) -> bool:
+    from PIL import Image
+
+    return path.suffix.lower() in Image.registered_extensions()
 
 
 def command_decode(args) -> int:
@@ -184,39 +264,49 @@ def command_decode(args) -> int:
     except FileNotFoundError as error:
         raise CLIError(f"{one_line(error)}{hint}", EXIT_USAGE) from error
     except Exception as error:  # noqa: BLE001 - hub errors, bad configs: one line
-        raise CLIError(f"cannot load the config of model {model}: {one_line(error)}{hint}", EXIT_RUNTIME) from error
+        raise CLIError(f"cannot load the config of model {model}: {_reason(error)}{hint}", EXIT_RUNTIME) from error
     try:
         codes.check_compatible(config)
     except IncompatibleCodebookError as error:
         raise CLIError(f"{path}: {one_line(error)}", EXIT_INCOMPATIBLE) from None
-    pipe = _load(args, model, size, preprocess=False)
-    arrays = pipe.decode(codes, batch_size=args.batch_size, progress=not args.quiet)
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     records = codes.images or [{"name": f"image-{index}.png"} for index in range(codes.num_images)]
     stems = unique_stems(record.get("name", f"image-{index}") for index, record in enumerate(records))
+    check_output_folder(output, [f"{stem}.png" for stem in stems], [path], args.overwrite)
+    pipe = _load(args, model, size, preprocess=False)
+    arrays = pipe.decode(codes, batch_size=args.batch_size, progress=not args.quiet,
+                         keep_model_size=args.keep_model_size)  # fmt: skip
+    output.mkdir(parents=True, exist_ok=True)
     for stem, array in zip(stems, arrays):
         save_png(array, output / f"{stem}.png")
-    _say(args, f"decoded {len(arrays)} image(s) -> {output}/")
+    recorded = all(codes.source_size(index) is not None for index in range(codes.num_images))
+    at = "the size the model saw" if args.keep_model_size or not recorded else "each image's original size"
+    _say(args, f"decoded {len(arrays)} image(s) at {at} -> {output}/")
     return EXIT_OK
 
 
 def command_reconstruct(args) -> int:
     from .file_utils import write_json
-    from .pipeline import reconstruction_numbers
+    from .metrics import check_quality_dependencies
+    from .pipeline import MEASURED_AT, reconstruction_numbers
     from .visualization import numbers_text, save_png, side_by_side
 
+    check_quality_dependencies()  # PSNR/SSIM need the `eval` extra: say so before anything runs or is written
     paths = check_images(args.images)
-    pipe = _load(args)
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     stems = unique_stems(path.name for path in paths)
+    names = [name for stem in stems for name in (f"{stem}.png", f"{stem}_side_by_side.png")] + ["metrics.json"]
+    check_output_folder(output, names, paths, args.overwrite)
+    pipe = _load(args)
     label = pipe.model_id + (f" ({pipe.viq_size})" if pipe.viq_size else "")
     rows = []
     items = [(path.name, path) for path in paths]
+    reconstructions = pipe.reconstruct(items, args.batch_size, progress=not args.quiet,
+                                       keep_model_size=args.keep_model_size)  # fmt: skip
     try:
-        for stem, item in zip(stems, pipe.reconstruct(items, args.batch_size, progress=not args.quiet)):
+        for stem, item in zip(stems, reconstructions):
             numbers = reconstruction_numbers(item, pipe.codebook_size)
+            output.mkdir(parents=True, exist_ok=True)
             save_png(item.reconstruction, output / f"{stem}.png")
             save_png(side_by_side(item.original, item.reconstruction, numbers_text(numbers, label)),
                      output / f"{stem}_side_by_side.png")  # fmt: skip
@@ -224,8 +314,11 @@ def command_reconstruct(args) -> int:
             rows.append(numbers)
     except ValueError as error:
         raise CLIError(one_line(error), EXIT_USAGE) from error
-    write_json(output / "metrics.json", {"model": pipe.model_id, "viq_size": pipe.viq_size, "images": rows})
+    at = "model" if args.keep_model_size else "source"
+    write_json(output / "metrics.json", {"model": pipe.model_id, "viq_size": pipe.viq_size, "measured_at": at,
+                                         "measured_at_meaning": MEASURED_AT[at], "images": rows})  # fmt: skip
     if not args.quiet:
+        print(f"numbers at {MEASURED_AT[at]} (size column: width x height)")
         print(
             f"{'image':<28} {'size':>11} {'bpp':>7} {'code B':>8} {'PNG B':>9} {'JPEG90 B':>9} {'PSNR':>7} {'SSIM':>6}"
         )
@@ -250,15 +343,19 @@ def command_convert(args) -> int:
     if args.config and not os.path.isdir(args.config):
         check_input_files([args.config])
     try:
+        converter.check_output_dir(args)
+    except (FileExistsError, ValueError) as error:
+        raise CLIError(one_line(error), EXIT_USAGE) from None
+    try:
         result = converter.run(args)
     except FileNotFoundError as error:
         raise CLIError(one_line(error), EXIT_USAGE) from error
     except ValueError as error:
         if str(error).startswith("cannot read --config"):
             raise CLIError(one_line(error), EXIT_USAGE) from error
-        raise CLIError(f"conversion failed: {one_line(error)}", EXIT_RUNTIME) from error
+        raise CLIError(f"conversion failed: {_reason(error)}", EXIT_RUNTIME) from error
     except Exception as error:  # noqa: BLE001 - conversion and proof failures: one line
-        raise CLIError(f"conversion failed: {one_line(error)}", EXIT_RUNTIME) from error
+        raise CLIError(f"conversion failed: {_reason(error)}", EXIT_RUNTIME) from error
     _say(
         args,
         f"converted {args.source} ({args.size}) -> {result['output_dir']}: {result['codes_identical']:,} of "
@@ -415,14 +512,26 @@ def build_parser() -> argparse.ArgumentParser:
         [common, model, preprocess],
     )
     encode.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    encode.add_argument("-o", "--output", required=True, metavar="FILE", help="codes file to write (.safetensors)")
+    encode.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="codes file to write (.safetensors; added to a name without extension)")  # fmt: skip
+    encode.add_argument("--overwrite", action="store_true", help="replace -o if it exists")
     encode.set_defaults(handler=command_encode)
+
+    keep_model_size = argparse.ArgumentParser(add_help=False)
+    keep_model_size.add_argument(
+        "--keep-model-size",
+        action="store_true",
+        help="write images at the size the model saw (the processor's resize, a multiple of 16 in native mode) "
+        "instead of each image's original size",
+    )
+    keep_model_size.add_argument("--overwrite", action="store_true", help="replace files that exist in -o")
 
     decode = add(
         "decode",
-        "Decode a codes file to one PNG per image (padding cropped to the recorded size). "
+        "Decode a codes file to one PNG per image, at each image's original size as recorded by `viq encode` "
+        "(padding cropped, then resized back from the size the model saw; --keep-model-size keeps that one). "
         "The model defaults to the one recorded in the file.",
-        [common, model],
+        [common, model, keep_model_size],
     )
     decode.add_argument("codes", metavar="FILE", help="codes file written by `viq encode`")
     decode.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the PNGs")
@@ -431,8 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     recon = add(
         "reconstruct",
         "Encode and decode images; write each reconstruction and a side-by-side PNG "
-        "(original | reconstruction | bpp, bytes vs raw RGB/PNG/JPEG, PSNR, SSIM) plus metrics.json.",
-        [common, model, preprocess],
+        "(original | reconstruction | bpp, bytes vs raw RGB/PNG/JPEG, PSNR, SSIM) plus metrics.json. Pictures and "
+        "numbers are at each image's original size (--keep-model-size: at the size the model saw); metrics.json "
+        "says which. Needs the `eval` extra (scikit-image).",
+        [common, model, preprocess, keep_model_size],
     )
     recon.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     recon.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the PNGs and metrics.json")
@@ -473,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _report(args, message: str, code: int) -> int:
     if getattr(args, "debug", False):
         traceback.print_exc()
-    print(f"viq: error: {message}", file=sys.stderr)
+    print(f"viq: error: {flags_in(message)}", file=sys.stderr)
     return code
 
 
@@ -489,19 +600,29 @@ def main(argv: list[str] | None = None) -> int:
     configure("info" if args.debug else "warning", progress=not args.quiet)
     try:
         return args.handler(args)
-    except CLIError as error:
-        return _report(args, str(error), error.code)
-    except ImportError as error:  # an optional dependency (e.g. scikit-image for reconstruct) is missing
-        return _report(args, one_line(error), EXIT_RUNTIME)
     except KeyboardInterrupt:
         print("viq: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as error:  # noqa: BLE001 - anything unforeseen: still one line (with --debug, the traceback)
-        message = one_line(error)
-        if "out of memory" in message.lower():
-            message += " (try a smaller --batch-size or --max-pixels)"
-        hint = "" if args.debug else " (run with --debug for the traceback)"
-        return _report(args, f"{type(error).__name__}: {message}{hint}", EXIT_RUNTIME)
+    except Exception as error:  # noqa: BLE001 - every error is one line (with --debug, also the traceback)
+        return _report_error(args, error)
+
+
+def _report_error(args, error: Exception) -> int:
+    """The exit code and one-line message of an error; every Hub or network failure gets `EXIT_HUB`."""
+    from .hub_utils import hub_error_reason
+
+    hub = hub_error_reason(error)
+    if isinstance(error, CLIError):
+        return _report(args, str(error), EXIT_HUB if hub is not None else error.code)
+    if hub is not None:
+        return _report(args, hub, EXIT_HUB)
+    if isinstance(error, ImportError):  # an optional dependency (e.g. scikit-image for reconstruct) is missing
+        return _report(args, one_line(error), EXIT_RUNTIME)
+    message = one_line(error)
+    if "out of memory" in message.lower():
+        message += " (try a smaller --batch-size or --max-pixels)"
+    hint = "" if args.debug else " (run with --debug for the traceback)"
+    return _report(args, f"{type(error).__name__}: {message}{hint}", EXIT_RUNTIME)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ options.
 
     python -m transformers_viq.convert_viq_original_to_hf --size 16k --output-dir viq-16k-hf \
         [--source XuminYu/ViQ_weights] [--config config.json] [--check-image cat.jpg] [--push-to-hub me/viq-16k]
+        [--revision REV] [--overwrite]
 """
 
 from __future__ import annotations
@@ -114,7 +115,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="architecture config.json (default: the released architecture of --size)")  # fmt: skip
     parser.add_argument("--revision", default=None, help="Hub revision of --source")
+    parser.add_argument("--overwrite", action="store_true", help="replace a converted model already in -o")
     return parser
+
+
+OUTPUT_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+
+
+def check_output_dir(args: argparse.Namespace) -> None:
+    """
+    `-o` must not be a file or the source folder, and must not hold a converted model unless `--overwrite`.
+
+    Raises:
+        `ValueError` for a file or the source folder; `FileExistsError` for files that `--overwrite` would replace.
+    """
+    output = Path(args.output_dir).expanduser()
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"-o {args.output_dir} is a file; give a folder")
+    source = Path(os.path.expanduser(args.source))
+    if source.is_dir() and output.resolve() == source.resolve():
+        raise ValueError(f"-o {args.output_dir} is the --source folder; write the converted model to another folder")
+    existing = [name for name in OUTPUT_FILES if (output / name).exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"-o {args.output_dir} already holds {', '.join(existing)}; pass --overwrite to "
+                              "replace them")  # fmt: skip
 
 
 def load_config_file(path: str | None) -> ViQConfig | None:
@@ -131,6 +155,7 @@ def load_config_file(path: str | None) -> ViQConfig | None:
 
 def run(args: argparse.Namespace) -> dict:
     """Convert as the parsed options say (used by `main` and by `viq convert`)."""
+    check_output_dir(args)
     return convert_viq_checkpoint(
         args.source,
         args.size,

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 
 
 LIBRARY_NAME = "transformers_viq"
@@ -21,6 +22,8 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _lock = threading.Lock()
 _handler: logging.Handler | None = None
 _progress_bars_enabled = True
+_DATASETS_ENV = "HF_DATASETS_DISABLE_PROGRESS_BARS"
+_datasets_env_set = False  # whether `configure` set it (a value the user set is left alone)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -114,14 +117,17 @@ def configure(verbosity: int | str = logging.WARNING, progress: bool = True, lib
         (enable_progress_bars if progress else disable_progress_bars)()
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency of transformers
         pass
+    global _datasets_env_set
+    # datasets reads this variable when it is imported, and afterwards refuses to turn its bars on while it is set
+    if not progress and os.environ.get(_DATASETS_ENV) != "1":
+        os.environ[_DATASETS_ENV] = "1"
+        _datasets_env_set = True
+    elif progress and _datasets_env_set:
+        os.environ.pop(_DATASETS_ENV, None)
+        _datasets_env_set = False
     for module, name in (("diffusers.utils.logging", "diffusers"), ("datasets.utils.logging", "datasets")):
         if module.split(".")[0] not in sys.modules:
             logging.getLogger(name).setLevel(library_level)  # configured before the library is even imported
-            if name == "datasets":  # read by datasets when it is imported later in this process
-                if not progress:
-                    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
-                elif os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS") == "1":
-                    del os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"]
             continue
         import importlib
 
@@ -129,7 +135,9 @@ def configure(verbosity: int | str = logging.WARNING, progress: bool = True, lib
         library.set_verbosity(library_level)
         toggle = getattr(library, "enable_progress_bar" if progress else "disable_progress_bar", None)
         if toggle is not None:
-            toggle()
+            with warnings.catch_warnings():  # datasets warns (and stays off) if imported while the variable was set
+                warnings.simplefilter("ignore")
+                toggle()
 
 
 __all__ = [

@@ -43,6 +43,11 @@ def _skimage_metrics():
     return skimage_metrics
 
 
+def check_quality_dependencies() -> None:
+    """Raise an `ImportError` naming the extra to install when PSNR/SSIM cannot be computed (scikit-image missing)."""
+    _skimage_metrics()
+
+
 def _as_rgb_uint8(image, what: str) -> np.ndarray:
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
@@ -352,6 +357,7 @@ __all__ = [
     "JpegMatch",
     "bits_per_code",
     "bits_per_pixel",
+    "check_quality_dependencies",
     "code_bits_per_pixel",
     "code_storage",
     "codes_to_uint16_bytes",
