@@ -1,4 +1,4 @@
-"""Finite scalar quantization: the exact numerics of the released ViQ (reference-spec §1.4)."""
+"""Finite scalar quantization: the exact numerics of the released ViQ (fp32 bound/round/index, half-to-even)."""
 
 import math
 

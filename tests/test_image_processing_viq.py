@@ -29,7 +29,7 @@ PATCH = 16
 
 
 def reference_pixels(u8_hwc: np.ndarray, patch_size: int = PATCH) -> np.ndarray:
-    """The released ViQ preprocessing (reference-spec §1.1, §1.8), written out: (3, H_pad, W_pad) float32."""
+    """The released ViQ preprocessing (the authors' code), written out: (3, H_pad, W_pad) float32."""
     x = (u8_hwc.astype(np.float64) * (1 / 255)).astype(np.float32)
     x = (x - np.float32(0.5)) / np.float32(0.5)
     x = x.transpose(2, 0, 1)

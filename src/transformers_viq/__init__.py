@@ -9,7 +9,8 @@ on first use: `transformers_viq.extract_codes` imports the extraction module (an
 Layout (one line per module; imports flow leaves -> models -> services -> faces):
 
     leaves    fsq, configuration_viq, configuration_viq_qwen, original_checkpoint (the authors' layout),
-              validation (codes, grids, pixels), image_io (reading images), codes_io (codes files),
+              hub_utils (offline mode, fast Hub failures), validation (codes, grids, pixels),
+              image_io (reading images), codes_io (codes files),
               file_utils (atomic writes), logging_utils (the package logger, progress bars), metrics
     models    modeling_viq, modeling_viq_qwen, image_processing_viq, processing_viq
     services  pipeline (load/encode/decode/reconstruct), visualization (pictures), extraction (code datasets),

@@ -2,9 +2,9 @@
 """Finite scalar quantization (FSQ) with the exact numerics of the released ViQ checkpoints.
 
 FSQ is from Mentzer et al., "Finite Scalar Quantization: VQ-VAE Made Simple" (2023); the bounded-tanh form with an
-offset for even level counts follows the paper's appendix A.1. ViQ uses it with these specifics (reference-spec
-§1.4): the bound, the rounding and the index arithmetic always run in float32, rounding is round-half-to-even
-(`torch.round`), and the first dimension is the least-significant digit of an index.
+offset for even level counts follows the paper's appendix A.1. ViQ uses it with these specifics (those of the
+authors' released code): the bound, the rounding and the index arithmetic always run in float32, rounding is
+round-half-to-even (`torch.round`), and the first dimension is the least-significant digit of an index.
 
 This module is a leaf: plain PyTorch, explicit arguments, no I/O, no distributed calls, no metrics.
 """

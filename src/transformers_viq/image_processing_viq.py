@@ -26,7 +26,7 @@ Two modes:
 - **native** (`do_resize=True`, the default): aspect-preserving resize so that both sides are multiples of
   `size_divisor` and the pixel count lies in `[min_pixels, max_pixels]` (Qwen2-VL `smart_resize` rules). An image
   that already satisfies the constraints is not resampled.
-- **reference** (`do_resize=False`): the preprocessing of the released ViQ code (docs/reference-spec.md §1.1, §1.8),
+- **reference** (`do_resize=False`): the preprocessing of the authors' released ViQ code (github.com/yuxumin/ViQ),
   reproduced bit-exactly for 8-bit input: `x = float32(u8 * (1/255))` (product in float64), `(x - 0.5) / 0.5` in
   float32, then zero padding (value 0.0, after normalization) at the bottom/right to multiples of `size_divisor`
   (16 by default, the reference's patch size). No resize.
