@@ -135,6 +135,12 @@ def test_messages_name_the_flags_not_python_arguments(image, tmp_path, capsys):
     line = _error_line(capsys)
     assert "photo.png" in line and "--max-pixels 1920" in line and "--no-resize" in line
     assert "max_pixels" not in line and "do_resize" not in line
+    two_sizes = tmp_path / "two-sizes"  # the authors' layout with two sizes, neither the default: which one?
+    for size in ("2k", "4k"):
+        (two_sizes / "ViQ" / f"converted_{size}").mkdir(parents=True)
+        (two_sizes / "ViQ" / f"converted_{size}" / f"model_viq_fsq_{size}.pth").touch()
+    assert main(["encode", str(image), "-o", str(tmp_path / "c.safetensors"), "--model", str(two_sizes)]) == EXIT_USAGE
+    assert _error_line(capsys).endswith("with sizes 2k, 4k: choose one, e.g. --size 4k.")
 
 
 def test_a_checkpoint_that_does_not_match_names_its_keys(authors_layout, image, tmp_path, capsys):
@@ -191,7 +197,8 @@ def test_quiet_turns_off_every_progress_bar_datasets_included(datasets_first, im
     values = {"IMAGE": str(image), "OUT": str(tmp_path / "c.safetensors"), "TINY": TINY,
               "DATASETS_FIRST": datasets_first}  # fmt: skip
     code = "".join(f"{name} = {value!r}\n" for name, value in values.items()) + QUIET_SCRIPT
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {key: value for key, value in os.environ.items() if key != "HF_DATASETS_DISABLE_PROGRESS_BARS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     phases = {part.split("\n", 1)[0]: part for part in result.stderr.split("@@ ")[1:]}
     if datasets_first:

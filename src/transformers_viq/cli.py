@@ -80,6 +80,7 @@ _FLAGS = [
     (re.compile(r"`?\bmax_pixels\b`?"), "--max-pixels"),
     (re.compile(r"`?\bbatch_size\b`?"), "--batch-size"),
     (re.compile(r"\b(device|dtype) '"), r"--\1 '"),
+    (re.compile(r"(?<![\w-])size='(\w+)'"), r"--size \1"),
 ]
 
 
@@ -209,7 +210,9 @@ def command_encode(args) -> int:
 
     paths = check_images(args.images)
     output = Path(args.output)
-    if output.suffix == "" and not output.is_dir():
+    if output.is_dir():
+        raise CLIError(f"-o {output} is a folder; give a file name such as codes.safetensors", EXIT_USAGE)
+    if output.suffix == "":
         output = output.with_name(output.name + ".safetensors")  # `-o codes` -> codes.safetensors
     elif output.suffix.lower() != ".safetensors":
         hint = " (to write pictures, use `viq reconstruct IMAGE -o DIR`)" if _is_image_name(output) else ""

@@ -94,7 +94,8 @@ def resolve_model(model: str | None = None, size: str | None = None, **hub_kwarg
         elif len(sizes) == 1:
             size = sizes[0]
         elif sizes:
-            raise ValueError(f"{model} is in the authors' layout with sizes {', '.join(sizes)}: choose one.")
+            raise ValueError(f"{model} is in the authors' layout with sizes {', '.join(sizes)}: choose one, e.g. "
+                             f"size='{sizes[-1]}'.")  # fmt: skip
     return model, size
 
 
