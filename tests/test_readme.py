@@ -121,7 +121,7 @@ def test_every_python_block_runs(stand_ins, tmp_path, monkeypatch):
 def _command_lines(program: str) -> list[tuple[int, list[str]]]:
     found = []
     for line, code in blocks("bash"):
-        for offset, text in enumerate(code.splitlines()):
+        for offset, text in enumerate(code.replace("\\\n", "  ").splitlines()):  # (continuation lines joined)
             words = shlex.split(text, comments=True)
             if words[: len(program.split())] == program.split():
                 found.append((line + offset, words[len(program.split()) :]))
