@@ -12,7 +12,8 @@ Layout (one line per module; imports flow leaves -> models -> services -> faces)
               hub_utils (offline mode, fast Hub failures), validation (codes, grids, pixels),
               image_io (reading images), codes_io (codes files),
               file_utils (atomic writes), logging_utils (the package logger, progress bars), metrics
-    models    modeling_viq, modeling_viq_qwen, image_processing_viq, processing_viq
+    models    modeling_viq, modeling_viq_continuous (the Stage-1 encoder), modeling_viq_qwen, image_processing_viq,
+              processing_viq
     services  pipeline (load/encode/decode/reconstruct), visualization (pictures), extraction (code datasets),
               model_cards (cards, presets, Hub push), training/ (training policy), integrations/ (lmms-eval)
     faces     cli (`viq`), convert_viq_original_to_hf (the converter script)
@@ -38,6 +39,8 @@ _EXPORTS = {
     "ViQEncoderOutput": "modeling_viq",
     "ViQModel": "modeling_viq",
     "ViQPreTrainedModel": "modeling_viq",
+    "ViQVisionModel": "modeling_viq_continuous",
+    "ViQVisionOutput": "modeling_viq_continuous",
     "ViQForConditionalGeneration": "modeling_viq_qwen",
     "ViQQwenModel": "modeling_viq_qwen",
     "ViQQwenPreTrainedModel": "modeling_viq_qwen",
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from .image_processing_viq import ViQImageProcessor
     from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
     from .modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
+    from .modeling_viq_continuous import ViQVisionModel, ViQVisionOutput
     from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel, ViQQwenPreTrainedModel
     from .pipeline import ViQPipeline
     from .processing_viq import ViQProcessor
@@ -89,12 +93,14 @@ def register_auto_classes() -> None:
     from .configuration_viq_qwen import ViQQwenConfig
     from .image_processing_viq import ViQImageProcessor
     from .modeling_viq import ViQModel
+    from .modeling_viq_continuous import ViQVisionModel
     from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
     from .processing_viq import ViQProcessor
 
     AutoConfig.register(ViQConfig.model_type, ViQConfig, exist_ok=True)
     AutoConfig.register(ViQVisionConfig.model_type, ViQVisionConfig, exist_ok=True)
     AutoModel.register(ViQConfig, ViQModel, exist_ok=True)
+    AutoModel.register(ViQVisionConfig, ViQVisionModel, exist_ok=True)
     AutoImageProcessor.register(ViQConfig, image_processor_classes={"pil": ViQImageProcessor}, exist_ok=True)
     AutoProcessor.register(ViQQwenConfig, ViQProcessor, exist_ok=True)
     AutoConfig.register(ViQQwenConfig.model_type, ViQQwenConfig, exist_ok=True)
@@ -123,6 +129,8 @@ __all__ = [
     "ViQQwenModel",
     "ViQQwenPreTrainedModel",
     "ViQVisionConfig",
+    "ViQVisionModel",
+    "ViQVisionOutput",
     "extract_codes",
     "get_num_image_tokens",
     "language_model_lora_config",

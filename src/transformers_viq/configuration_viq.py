@@ -41,6 +41,21 @@ QWEN_IMAGE_VAE_CONFIG: dict = {
 }
 
 
+# The two published Stage-1 encoders (`anyres_vit/...` in `XuminYu/ViQ_weights`, reference-spec §2.5): SigLIP2
+# geometry with exact GELU and a 128x128 position table. The fixed-resolution SigLIP2 teachers (open_clip / timm, 384
+# px) have the same trunks with a 24x24 table: `ViQVisionConfig.from_preset(name, position_embedding_size=24)`.
+VISION_PRESETS: dict[str, dict] = {
+    "giant": {"hidden_size": 1536, "intermediate_size": 6144, "num_hidden_layers": 40, "num_attention_heads": 16},
+    "so400m": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16},
+}
+
+# Stage 2-1 of the paper replaces the quantizer by a bottleneck with a "proximal" constraint (reference-spec §4.1,
+# `VQ_LOW_LIMIT`): the names of the constraints and the default width of the bottleneck (paper: D = 128).
+QUANTIZERS = ("fsq", "proximal")
+PROXIMAL_CONSTRAINTS = ("linf", "l2", "tanh", "none")
+DEFAULT_BOTTLENECK_DIM = 128
+
+
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -109,6 +124,23 @@ class ViQVisionConfig(PreTrainedConfig):
             raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}.")
         super().__post_init__(**kwargs)
 
+    @property
+    def vision_config(self) -> "ViQVisionConfig":
+        """The trunk's own configuration: the trunk layers read `config.vision_config`, whether they are built for a
+        [`ViQModel`] (whose config holds a `ViQVisionConfig`) or for a [`ViQVisionModel`] (whose config is one)."""
+        return self
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> "ViQVisionConfig":
+        """
+        The trunk of a published Stage-1 encoder: `"giant"` (SigLIP2-g, 40 layers, width 1536) or `"so400m"`
+        (SigLIP2-So400m, 27 layers, width 1152). `kwargs` override fields, e.g. `position_embedding_size=24` for the
+        fixed-resolution SigLIP2 teacher at 384x384.
+        """
+        if name not in VISION_PRESETS:
+            raise ValueError(f"Unknown vision preset {name!r}; expected one of {', '.join(VISION_PRESETS)}.")
+        return cls(**{**VISION_PRESETS[name], **kwargs})
+
 
 class ViQConfig(PreTrainedConfig):
     r"""
@@ -153,6 +185,16 @@ class ViQConfig(PreTrainedConfig):
             Groups of the GroupNorm before the latent convolution.
         vae_config (`dict`, *optional*):
             Keyword arguments of diffusers' `AutoencoderKLQwenImage`; defaults to the Qwen-Image VAE.
+        quantizer (`str`, *optional*, defaults to `"fsq"`):
+            `"fsq"`: the released quantizer (codes). `"proximal"`: the Stage 2-1 stand-in of the paper, a bottleneck of
+            width `bottleneck_dim` whose output is projected by the `proximal` constraint; it gives continuous
+            features and no codes ([`ViQModel.encode`] refuses such a model; `forward` works).
+        bottleneck_dim (`int`, *optional*):
+            Width of the Stage 2-1 bottleneck (`quantizer="proximal"` only); defaults to 128, the paper's D.
+        proximal (`str`, *optional*, defaults to `"linf"`):
+            Constraint on the bottleneck (`quantizer="proximal"` only): `"linf"` projects each vector onto the surface
+            of the unit hypercube (`x / max|x|`, the paper's choice), `"l2"` onto the unit sphere, `"tanh"` squashes
+            each value, `"none"` leaves the bottleneck unconstrained (ablations, Table 4a).
         include_decoder (`bool`, *optional*, defaults to `True`):
             Whether to build the latent head and the VAE (about 0.8 GB in fp32). Encoding, `embed_codes` and the
             pooled embedding do not need them; a VLM built with `from_viq_and_qwen` leaves them out.
@@ -179,6 +221,9 @@ class ViQConfig(PreTrainedConfig):
     latent_num_layers: int = 3
     latent_norm_groups: int = 32
     vae_config: dict | None = None
+    quantizer: str = "fsq"
+    bottleneck_dim: int | None = None
+    proximal: str = "linf"
     include_decoder: bool = True
     initializer_range: float = 0.02
 
@@ -225,6 +270,20 @@ class ViQConfig(PreTrainedConfig):
             raise ValueError(f"`fsq_bound_eps` must be >= 0, got {self.fsq_bound_eps}.")
         if self.embedder_residual_intermediate_size is not None:
             _check_positive_int("embedder_residual_intermediate_size", self.embedder_residual_intermediate_size)
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"`quantizer` must be one of {', '.join(QUANTIZERS)}, got {self.quantizer!r}.")
+        if self.proximal not in PROXIMAL_CONSTRAINTS:
+            raise ValueError(f"`proximal` must be one of {', '.join(PROXIMAL_CONSTRAINTS)}, got {self.proximal!r}.")
+        if self.quantizer == "proximal":
+            if self.bottleneck_dim is None:
+                self.bottleneck_dim = DEFAULT_BOTTLENECK_DIM
+            _check_positive_int("bottleneck_dim", self.bottleneck_dim)
+        elif self.bottleneck_dim is not None:
+            raise ValueError(
+                f"`bottleneck_dim` ({self.bottleneck_dim}) belongs to the Stage 2-1 bottleneck "
+                f"(quantizer='proximal'); with quantizer='fsq' the projection width is len(fsq_levels) = "
+                f"{len(self.fsq_levels)}."
+            )
         super().__post_init__(**kwargs)
         hidden = self.vision_config.hidden_size
         if hidden % self.latent_norm_groups != 0:
@@ -244,8 +303,16 @@ class ViQConfig(PreTrainedConfig):
         return math.prod(self.fsq_levels)
 
     @property
+    def quantizer_dim(self) -> int:
+        """Width the quantizer works in: `len(fsq_levels)` for FSQ, `bottleneck_dim` for the proximal bottleneck."""
+        return self.bottleneck_dim if self.quantizer == "proximal" else len(self.fsq_levels)
+
+    @property
     def preset(self) -> str | None:
-        """Name of the released codebook these levels correspond to (`"16k"`, ...), or `None`."""
+        """Name of the released codebook these levels correspond to (`"16k"`, ...), or `None` (also for a Stage 2-1
+        model with the proximal bottleneck, which has no codebook)."""
+        if self.quantizer != "fsq":
+            return None
         for name, levels in FSQ_LEVEL_PRESETS.items():
             if tuple(self.fsq_levels) == levels:
                 return name
@@ -292,4 +359,12 @@ class ViQConfig(PreTrainedConfig):
         return cls(fsq_levels=list(FSQ_LEVEL_PRESETS[size]), **kwargs)
 
 
-__all__ = ["FSQ_LEVEL_PRESETS", "ViQConfig", "ViQVisionConfig"]
+__all__ = [
+    "DEFAULT_BOTTLENECK_DIM",
+    "FSQ_LEVEL_PRESETS",
+    "PROXIMAL_CONSTRAINTS",
+    "QUANTIZERS",
+    "VISION_PRESETS",
+    "ViQConfig",
+    "ViQVisionConfig",
+]

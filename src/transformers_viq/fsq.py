@@ -121,4 +121,39 @@ class FiniteScalarQuantizer(nn.Module):
         return codes, self.codes_to_indices(codes.detach())
 
 
-__all__ = ["FiniteScalarQuantizer", "implicit_codebook", "round_ste"]
+class ProximalProjection(nn.Module):
+    r"""
+    The Stage 2-1 stand-in for the quantizer (the paper's "proximal representation", Eq. 3): a parameter-free
+    constraint on the bottleneck vectors, with the same `(codes, indices)` interface as [`FiniteScalarQuantizer`]
+    (there are no indices: `None`).
+
+    Args:
+        constraint (`str`):
+            `"linf"`: `x / max(|x|)` over the last dimension, i.e. onto the surface of the unit hypercube
+            (`||x||_inf = 1`; the paper's choice). `"l2"`: onto the unit sphere. `"tanh"`: `tanh(x)`. `"none"`: no
+            constraint.
+        eps (`float`, *optional*, defaults to 1e-6):
+            Floor of the norm in `"linf"` and `"l2"`.
+    """
+
+    CONSTRAINTS = ("linf", "l2", "tanh", "none")
+
+    def __init__(self, constraint: str, eps: float = 1e-6):
+        super().__init__()
+        if constraint not in self.CONSTRAINTS:
+            raise ValueError(f"Unknown proximal constraint {constraint!r}; expected one of {self.CONSTRAINTS}.")
+        self.constraint = constraint
+        self.eps = eps
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """`z` `(..., D)` -> `(projected z, None)`, in the dtype of `z` (differentiable)."""
+        if self.constraint == "linf":
+            return z / z.abs().amax(dim=-1, keepdim=True).clamp_min(self.eps), None
+        if self.constraint == "l2":
+            return torch.nn.functional.normalize(z, dim=-1, eps=self.eps), None
+        if self.constraint == "tanh":
+            return z.tanh(), None
+        return z, None
+
+
+__all__ = ["FiniteScalarQuantizer", "ProximalProjection", "implicit_codebook", "round_ste"]

@@ -43,7 +43,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import is_flash_attention_requested
 
 from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
-from .fsq import FiniteScalarQuantizer, implicit_codebook
+from .fsq import FiniteScalarQuantizer, ProximalProjection, implicit_codebook
 from .logging_utils import get_logger
 from .validation import check_codes, check_grid, check_pixels
 
@@ -414,7 +414,10 @@ class ViQFusionBlock(nn.Module):
 
 
 class ViQQuantizer(nn.Module):
-    """Headless RoPE blocks, projection to the FSQ dimensions and FSQ."""
+    """
+    Headless RoPE blocks, projection to the FSQ dimensions and FSQ. In a Stage 2-1 model (`quantizer="proximal"`) the
+    projection goes to the `bottleneck_dim`-wide bottleneck and `fsq` is the proximal constraint (no indices).
+    """
 
     def __init__(self, config: ViQConfig):
         super().__init__()
@@ -426,8 +429,11 @@ class ViQQuantizer(nn.Module):
             zero_freq_ratio=config.rope_zero_freq_ratio,
         )
         self.layers = nn.ModuleList([ViQQuantizerLayer(config) for _ in range(config.quantizer_num_layers)])
-        self.project_in = nn.Linear(config.hidden_size, len(config.fsq_levels))
-        self.fsq = FiniteScalarQuantizer(config.fsq_levels, eps=config.fsq_bound_eps)
+        self.project_in = nn.Linear(config.hidden_size, config.quantizer_dim)
+        if config.quantizer == "proximal":
+            self.fsq = ProximalProjection(config.proximal)
+        else:
+            self.fsq = FiniteScalarQuantizer(config.fsq_levels, eps=config.fsq_bound_eps)
 
     def forward(self, hidden_states: torch.Tensor, grid_hw: list[tuple[int, int]], packed: PackedSequence):
         """Sub-tokens `(4 * total_patches, hidden)` -> `(pre-quantization values, codes, indices)`."""
@@ -464,7 +470,7 @@ class ViQCodeEmbedder(nn.Module):
         hidden, expanded = vision.hidden_size, config.codes_per_patch * vision.hidden_size
         residual_width = config.embedder_residual_intermediate_size or 2 * hidden
         self.codes_per_patch = config.codes_per_patch
-        self.project_out = nn.Linear(len(config.fsq_levels), hidden)
+        self.project_out = nn.Linear(config.quantizer_dim, hidden)
         self.merge = ViQMLP(expanded, expanded, hidden, vision.hidden_act)
         self.mlp = ViQMLP(hidden, hidden, hidden, vision.hidden_act)
         self.residual_layers = nn.ModuleList(
@@ -532,10 +538,18 @@ class ViQLatentHead(nn.Module):
         self.norm_out = nn.GroupNorm(config.latent_norm_groups, hidden, eps=1e-6)
         self.conv_out = nn.Conv2d(hidden, 4 * config.latent_channels, kernel_size=3, padding=1)
 
-    def forward(self, features: torch.Tensor, grid_hw: list[tuple[int, int]], packed: PackedSequence):
+    def preprocess(self, features: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        """MLP, LayerNorm and the blocks (the released model's "VAE preprocess layers"): `(total_patches, hidden)`."""
         hidden_states = self.layer_norm(self.mlp(features))
         for layer in self.layers:
             hidden_states = layer(hidden_states, packed)
+        return hidden_states
+
+    def forward(self, features: torch.Tensor, grid_hw: list[tuple[int, int]], packed: PackedSequence):
+        return self.to_latents(self.preprocess(features, packed), grid_hw, packed)
+
+    def to_latents(self, hidden_states: torch.Tensor, grid_hw: list[tuple[int, int]], packed: PackedSequence):
+        """Preprocessed states -> one `(latent_channels, 2h, 2w)` latent per image."""
         latents = []
         for states, (h, w) in zip(hidden_states.split(packed.lengths, dim=0), grid_hw):
             grid = states.reshape(1, h, w, -1).permute(0, 3, 1, 2)
@@ -761,9 +775,18 @@ class ViQModel(ViQPreTrainedModel):
 
         Returns the codes as an int64 tensor and the grid as a list of `(h, w)`.
         """
+        self._check_has_codes()
         grid_hw = check_grid(image_grid_hw)
         codes = check_codes(image_codes, grid_hw, self.config.codes_per_patch, self.config.codebook_size)
         return codes, grid_hw
+
+    def _check_has_codes(self) -> None:
+        if self.config.quantizer != "fsq":
+            raise ValueError(
+                f"This ViQ model has the Stage 2-1 bottleneck (quantizer={self.config.quantizer!r}, "
+                f"proximal={self.config.proximal!r}) instead of FSQ: it makes continuous features, not codes. Use "
+                "`model(pixel_values, image_grid_hw)` for its features and pooled embedding, or train Stage 2-2."
+            )
 
     # ---- the pieces ---------------------------------------------------------------------------------------------
     def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
@@ -829,6 +852,7 @@ class ViQModel(ViQPreTrainedModel):
             [`ViQEncoderOutput`] with `image_codes` `(sum_i 4*h_i*w_i,)` long, `image_grid_hw` and, if asked,
             `pooler_output` `(num_images, hidden)` and `last_hidden_state` (the features) `(sum_i h_i*w_i, hidden)`.
         """
+        self._check_has_codes()
         out = self._encode(pixel_values, image_grid_hw, return_pooler_output, return_features=False)
         out.quantizer_inputs = None
         return out
@@ -869,6 +893,33 @@ class ViQModel(ViQPreTrainedModel):
         image_codes, grid_hw = self.check_codes(image_codes, image_grid_hw)
         features = self._embed(image_codes)
         return self.latent_head(features, grid_hw, self._packed(grid_hw, features.device))
+
+    def predict_latents(
+        self, features: torch.Tensor, image_grid_hw: torch.LongTensor, return_hidden_states: bool = False
+    ):
+        r"""
+        Features -> Qwen-Image VAE latents through the latent head (differentiable; what training regresses onto the
+        VAE encoder's posterior mean, and what decoder fine-tuning trains).
+
+        Args:
+            features (`torch.FloatTensor` of shape `(sum_i h_i * w_i, hidden_size)`):
+                Features of packed images (`last_hidden_state` of [`~ViQModel.forward`], or `embed_codes`).
+            image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`): patch grid of each image.
+            return_hidden_states (`bool`, *optional*, defaults to `False`):
+                Also return the output of the latent head's preprocess layers `(sum_i h_i * w_i, hidden_size)` (where
+                the paper's REPA loss aligns DINOv2 features).
+
+        Returns:
+            `list[torch.FloatTensor]`, one `(latent_channels, 2 * h_i, 2 * w_i)` latent per image (and the hidden
+            states if asked).
+        """
+        if self.latent_head is None:
+            raise ValueError("This ViQ model was built without its decoder (config.include_decoder=False).")
+        grid_hw = check_grid(image_grid_hw)
+        packed = self._packed(grid_hw, features.device)
+        hidden_states = self.latent_head.preprocess(features, packed)
+        latents = self.latent_head.to_latents(hidden_states, grid_hw, packed)
+        return (latents, hidden_states) if return_hidden_states else latents
 
     @torch.no_grad()
     def decode(self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor) -> list[torch.FloatTensor]:

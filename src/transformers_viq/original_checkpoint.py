@@ -23,6 +23,7 @@ script) builds on both.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import pickle
 import re
@@ -61,12 +62,13 @@ def _blocks(target: str, offset: int = 0, names: dict = _BLOCK_NAMES):
 
 
 
-ORIGINAL_TO_HF_KEY_MAPPING: list[tuple[str, object]] = [
+# The trunk and the attention-pooling head: the same names in the ViQ files, the Stage-1 files and timm's SigLIP2.
+TRUNK_TO_HF_KEY_MAPPING: list[tuple[str, object]] = [
     # trunk
     (r"^patch_embed\.proj\.(weight|bias)$",                           r"embeddings.patch_embedding.\1"),
     (r"^pos_embed$",                                                  "embeddings.position_embedding.weight"),
     (r"^blocks\.(\d+)\." + _BLOCK,                                    _blocks("encoder.layers")),
-    # attention-pooling head (fed by `norm`, the trunk's final LayerNorm, applied to the quantized features)
+    # attention-pooling head (fed by `norm`, the trunk's final LayerNorm; in ViQ applied to the quantized features)
     (r"^norm\.(weight|bias)$",                                        r"post_layernorm.\1"),
     (r"^attn_pool\.latent$",                                          "head.probe"),
     (r"^attn_pool\.q\.(weight|bias)$",                                r"head.q_proj.\1"),
@@ -74,6 +76,9 @@ ORIGINAL_TO_HF_KEY_MAPPING: list[tuple[str, object]] = [
     (r"^attn_pool\.proj\.(weight|bias)$",                             r"head.out_proj.\1"),
     (r"^attn_pool\.norm\.(weight|bias)$",                             r"head.layernorm.\1"),
     (r"^attn_pool\.mlp\.(fc1|fc2)\.(weight|bias)$",                   r"head.mlp.\1.\2"),
+]
+
+ORIGINAL_TO_HF_KEY_MAPPING: list[tuple[str, object]] = TRUNK_TO_HF_KEY_MAPPING + [
     # fusion block
     (r"^fusion_block\.vq_low_preprocess_layers\.(\d+)\." + _BLOCK,    _blocks("fusion.layers")),
     (r"^fusion_block\.vq_low_pre_token_shuffle_head\.(fc1|fc2)\.(weight|bias)$",  r"fusion.expand.\1.\2"),
@@ -102,15 +107,25 @@ ORIGINAL_TO_HF_KEY_MAPPING: list[tuple[str, object]] = [
 ]
 # fmt: on
 _COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in ORIGINAL_TO_HF_KEY_MAPPING]
+_TRUNK_COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in TRUNK_TO_HF_KEY_MAPPING]
 
 
-def rename_original_key(key: str) -> str | None:
-    """This package's name for a published key, or `None` if no rule matches."""
-    for pattern, replacement in _COMPILED:
+def _rename(key: str, rules) -> str | None:
+    for pattern, replacement in rules:
         match = pattern.match(key)
         if match:
             return replacement(match) if callable(replacement) else match.expand(replacement)
     return None
+
+
+def rename_original_key(key: str) -> str | None:
+    """This package's name for a published key, or `None` if no rule matches."""
+    return _rename(key, _COMPILED)
+
+
+def rename_trunk_key(key: str) -> str | None:
+    """This package's name for a key of a Stage-1 encoder or a timm/open_clip SigLIP2 trunk, or `None`."""
+    return _rename(key, _TRUNK_COMPILED)
 
 
 
@@ -359,19 +374,25 @@ def convert_original_state_dict(
         sources[new_key] = key
         converted[new_key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
     missing = sorted(set(expected) - set(converted) - mismatched_keys)
-    if unexpected or missing or mismatched:
-        groups = [(t, i) for t, i in (("unexpected keys", unexpected), ("missing keys", missing),
-                                       ("shape mismatches", mismatched)) if i]  # fmt: skip
-        summary = "; ".join(f"{len(items)} {title} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
-                            for title, items in groups)  # fmt: skip
-        lines = [f"The checkpoint does not match {description}: {summary}."]
-        for title, items in groups:
-            shown = items[:50] + ([f"... and {len(items) - 50} more"] if len(items) > 50 else [])
-            lines.append(f"  all {len(items)} {title}: " + ", ".join(shown))
-        raise ValueError("\n".join(lines))
+    _raise_on_problems(description, unexpected, missing, mismatched)
     if left_out:
         logger.info(f"Left out {left_out} decoder tensors (latent head, VAE): the model is built without its decoder")
     return converted
+
+
+def _raise_on_problems(description: str, unexpected: list, missing: list, mismatched: list) -> None:
+    """One `ValueError` naming every unexpected key, missing key and shape mismatch (nothing if there is none)."""
+    if not (unexpected or missing or mismatched):
+        return
+    groups = [(t, i) for t, i in (("unexpected keys", unexpected), ("missing keys", missing),
+                                   ("shape mismatches", mismatched)) if i]  # fmt: skip
+    summary = "; ".join(f"{len(items)} {title} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
+                        for title, items in groups)  # fmt: skip
+    lines = [f"The checkpoint does not match {description}: {summary}."]
+    for title, items in groups:
+        shown = items[:50] + ([f"... and {len(items) - 50} more"] if len(items) > 50 else [])
+        lines.append(f"  all {len(items)} {title}: " + ", ".join(shown))
+    raise ValueError("\n".join(lines))
 
 
 def file_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
@@ -383,19 +404,217 @@ def file_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
     return max(counts, key=counts.get) if counts else torch.float32
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Stage-1 encoders (`anyres_vit/...`) and the fixed-resolution SigLIP2 teachers (open_clip / timm)
+# ----------------------------------------------------------------------------------------------------------------
+# The two published Stage-1 encoders: the continuous any-resolution SigLIP2 trunks + attention-pooling heads that
+# start Stage 2 (reference-spec §2.5).
+STAGE1_FILENAMES = {
+    "giant": "anyres_vit/giant1b/siglip2_g_anyres_s4.pth",
+    "so400m": "anyres_vit/so400m/siglip2_so400m_anyres_s4.pth",
+}
+# They are dumps of the training model's vision tower: the encoder's keys carry this prefix (plain keys are accepted
+# too), and the dump may also hold the frozen teacher and the Stage-1 projector, which are not part of the encoder.
+STAGE1_PREFIX = "base_model.model.model.vision_tower.vision_tower."
+STAGE1_OTHER_PARTS = (
+    "base_model.model.model.vision_tower.vision_tower_teacher.",
+    "base_model.model.model.mm_projector.",
+    "base_model.model.model.vision_resampler.",
+)
+# open_clip's SigLIP2 checkpoints (`open_clip_pytorch_model.bin`, e.g. timm/ViT-gopt-16-SigLIP2-384) hold the image
+# trunk under `visual.trunk.` next to the text tower; timm's own files (`model.safetensors`) have the trunk keys bare.
+SIGLIP2_PREFIX = "visual.trunk."
+SIGLIP2_OTHER_PARTS = ("text.", "logit_scale", "logit_bias")
+
+
+def resolve_stage1_checkpoint(
+    path_or_repo: str | os.PathLike, encoder: str = "giant", subfolder: str = "", **hub_kwargs
+) -> str:
+    """
+    Local path of a published Stage-1 encoder (`anyres_vit/giant1b/siglip2_g_anyres_s4.pth` for `"giant"`,
+    `anyres_vit/so400m/siglip2_so400m_anyres_s4.pth` for `"so400m"`) in a folder or a Hub repo (only that file is
+    downloaded; offline from the cache with `HF_HUB_OFFLINE=1` or `local_files_only=True`).
+    """
+    if encoder not in STAGE1_FILENAMES:
+        raise ValueError(f"Unknown Stage-1 encoder {encoder!r}; expected one of {', '.join(STAGE1_FILENAMES)}.")
+    filename = _join(subfolder, STAGE1_FILENAMES[encoder])
+    local = os.path.expanduser(os.fspath(path_or_repo))
+    if os.path.isdir(local):
+        path = Path(local) / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{path_or_repo} is a local folder without {filename} (Stage-1 {encoder!r}).")
+        return str(path)
+    return _download(os.fspath(path_or_repo), filename, hub_kwargs)
+
+
+def _download(repo: str, filename: str, hub_kwargs: Mapping) -> str:
+    """One file of a Hub repo: from the cache, else downloaded (a fast failure without network; none offline)."""
+    from huggingface_hub import hf_hub_download
+
+    kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS and v is not None}
+    cached = not kwargs.get("force_download") and cached_file(repo, filename, kwargs.get("revision"),
+                                                               kwargs.get("cache_dir"))  # fmt: skip
+    if is_offline(hub_kwargs):
+        if not cached:
+            raise offline_error(repo, filename)
+        kwargs["local_files_only"] = True
+    elif not cached:
+        probe_file(repo, filename, revision=kwargs.get("revision"), token=kwargs.get("token"))
+    return hf_hub_download(repo, filename=filename, **kwargs)
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A `.safetensors` file, or a PyTorch pickle (`.pth`/`.bin`/`.pt`) read safely by [`load_original_state_dict`]."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such checkpoint file: {path}")
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return load_original_state_dict(path)
+
+
+def resize_position_table(table: torch.Tensor, size: int) -> torch.Tensor:
+    """
+    A square position table `(g * g, C)` (rows row-major over a `g x g` grid) resized to `(size * size, C)` with
+    bicubic interpolation (`align_corners=False`), in float32, back in the table's dtype: how SigLIP2's 24x24 table
+    became the 128x128 table of the any-resolution encoder at the start of Stage 1.
+    """
+    rows, channels = table.shape
+    grid = math.isqrt(rows)
+    if grid * grid != rows:
+        raise ValueError(f"A position table of {rows} rows is not a square grid.")
+    if grid == size:
+        return table
+    image = table.float().reshape(1, grid, grid, channels).permute(0, 3, 1, 2)
+    image = torch.nn.functional.interpolate(image, size=(size, size), mode="bicubic", align_corners=False)
+    return image.permute(0, 2, 3, 1).reshape(size * size, channels).to(table.dtype)
+
+
+def _strip_parts(state_dict: Mapping[str, torch.Tensor], prefix: str, other_parts: tuple[str, ...]):
+    """`({key without prefix: tensor}, {left-out part: count})`; keys under `other_parts` are left out, counted."""
+    kept, left_out = {}, {}
+    for key, tensor in state_dict.items():
+        part = next((p for p in other_parts if key.startswith(p)), None)
+        if part is not None:
+            left_out[part] = left_out.get(part, 0) + 1
+            continue
+        kept[key[len(prefix):] if prefix and key.startswith(prefix) else key] = tensor
+    return kept, left_out
+
+
+def trunk_geometry(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """
+    The trunk geometry a Stage-1 / SigLIP2 state dict (prefixes already stripped) implies: `hidden_size`,
+    `intermediate_size`, `num_hidden_layers`, `patch_size`, `num_channels`, `position_embedding_size` (the number of
+    attention heads cannot be read from weights).
+    """
+    needed = ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight")
+    absent = [key for key in needed if key not in state_dict]
+    if absent:
+        raise ValueError(f"Not a SigLIP2-style trunk state dict: no {', '.join(absent)}.")
+    patch = state_dict["patch_embed.proj.weight"]
+    rows = state_dict["pos_embed"].reshape(-1, patch.shape[0]).shape[0]
+    layers = {int(m[1]) for m in (re.match(r"^blocks\.(\d+)\.", k) for k in state_dict) if m}
+    return {
+        "hidden_size": patch.shape[0],
+        "num_channels": patch.shape[1],
+        "patch_size": patch.shape[2],
+        "intermediate_size": state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        "num_hidden_layers": max(layers) + 1,
+        "position_embedding_size": math.isqrt(rows),
+    }
+
+
+def strip_trunk_prefixes(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """
+    The encoder's own keys of a Stage-1 dump or a SigLIP2 checkpoint (open_clip or timm), without their prefix, and a
+    count of the keys left out per known other part (teacher, projector, text tower, logit scale/bias).
+    """
+    if any(key.startswith(STAGE1_PREFIX) for key in state_dict):
+        return _strip_parts(state_dict, STAGE1_PREFIX, STAGE1_OTHER_PARTS)
+    if any(key.startswith(SIGLIP2_PREFIX) for key in state_dict):
+        return _strip_parts(state_dict, SIGLIP2_PREFIX, SIGLIP2_OTHER_PARTS)
+    return _strip_parts(state_dict, "", STAGE1_OTHER_PARTS + SIGLIP2_OTHER_PARTS)
+
+
+def convert_trunk_state_dict(
+    original: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Size],
+    *,
+    dtype: torch.dtype | None = torch.float32,
+    description: str = "a ViQ vision model",
+) -> dict[str, torch.Tensor]:
+    """
+    Rename a Stage-1 encoder file (`anyres_vit/*.pth`, with or without its training prefix) or a timm / open_clip
+    SigLIP2 checkpoint to this package's names (trunk + attention-pooling head), after checking it completely.
+
+    Keys of the other parts such files are known to hold (the Stage-1 teacher and projector, open_clip's text tower
+    and logit scale/bias) are left out and counted in the log; any other key that no rule maps is an error. A position
+    table of another grid (SigLIP2's 24x24) is resized bicubically to the model's (128x128 for the any-resolution
+    student); a 24x24 target (the fixed-resolution teacher) keeps it unchanged.
+
+    Args:
+        original: the file's state dict.
+        expected: `{key: shape}` of the target model.
+        dtype: cast floating tensors to it (`None` keeps the file's dtypes).
+        description: what the target is, for the error message.
+
+    Raises:
+        `ValueError` listing every unexpected key, missing key and shape mismatch, in one message.
+    """
+    stripped, left_out = strip_trunk_prefixes(original)
+    converted, unexpected, mismatched, mismatched_keys = {}, [], [], set()
+    position_key = "embeddings.position_embedding.weight"
+    for key, tensor in stripped.items():
+        new_key = rename_trunk_key(key)
+        if new_key is None or new_key not in expected:
+            unexpected.append(key if new_key is None else f"{key} (-> {new_key}, which the model does not have)")
+            continue
+        if new_key == position_key and position_key in expected:
+            tensor = tensor.reshape(-1, tensor.shape[-1])  # published as (1, grid * grid, hidden)
+            rows, size = tensor.shape[0], math.isqrt(expected[position_key][0])
+            if tensor.shape[1] == expected[position_key][1] and rows != size * size and math.isqrt(rows) ** 2 == rows:
+                logger.info(f"Position table resized from {math.isqrt(rows)}x{math.isqrt(rows)} to {size}x{size} "
+                            "(bicubic)")  # fmt: skip
+                tensor = resize_position_table(tensor, size)
+        if tuple(tensor.shape) != tuple(expected[new_key]):
+            mismatched.append(f"{key} -> {new_key}: file {tuple(tensor.shape)}, model {tuple(expected[new_key])}")
+            mismatched_keys.add(new_key)
+            continue
+        converted[new_key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+    missing = sorted(set(expected) - set(converted) - mismatched_keys)
+    _raise_on_problems(description, unexpected, missing, mismatched)
+    for part, count in left_out.items():
+        logger.info(f"Left out {count} tensors of {part.rstrip('.')} (not part of the encoder)")
+    return converted
+
+
 __all__ = [
     "AUTHORS_REPO",
     "HUB_KWARGS",
     "OriginalLayoutError",
     "ORIGINAL_FILENAME",
     "ORIGINAL_TO_HF_KEY_MAPPING",
+    "SIGLIP2_PREFIX",
+    "STAGE1_FILENAMES",
+    "STAGE1_PREFIX",
+    "TRUNK_TO_HF_KEY_MAPPING",
     "convert_original_state_dict",
+    "convert_trunk_state_dict",
     "file_dtype",
     "is_original_layout",
     "load_original_state_dict",
+    "load_state_dict_file",
     "missing_config_error",
     "original_layout_message",
     "original_layout_sizes",
     "rename_original_key",
+    "rename_trunk_key",
+    "resize_position_table",
     "resolve_original_checkpoint",
+    "resolve_stage1_checkpoint",
+    "strip_trunk_prefixes",
+    "trunk_geometry",
 ]

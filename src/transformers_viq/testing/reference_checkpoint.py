@@ -294,4 +294,109 @@ def make_reference_state_dict(
     return {name: _draw(name, shape, seed) for name, shape in shapes}
 
 
-__all__ = ["make_reference_state_dict", "reference_key_shapes"]
+# --------------------------------------------------------------------------------------------
+# Stage-1 encoders and SigLIP2 teachers
+# --------------------------------------------------------------------------------------------
+
+STAGE1_PREFIX = "base_model.model.model.vision_tower.vision_tower."
+STAGE1_TEACHER_PREFIX = "base_model.model.model.vision_tower.vision_tower_teacher."
+STAGE1_PROJECTOR_PREFIX = "base_model.model.model.mm_projector."
+
+
+def trunk_key_shapes(
+    *, num_layers: int, hidden_size: int, intermediate_size: int, pos_grid: int
+) -> list[tuple[str, tuple[int, ...]]]:
+    """``(name, shape)`` of a timm SigLIP2 trunk with its MAP head (the keys of a Stage-1 encoder and of the image
+    trunk of an open_clip / timm SigLIP2 checkpoint), unprefixed, in state-dict order."""
+    c = hidden_size
+    ratio = intermediate_size / c
+    keys: list[tuple[str, tuple[int, ...]]] = [
+        ("pos_embed", (1, pos_grid * pos_grid, c)),
+        ("patch_embed.proj.weight", (c, 3, PATCH, PATCH)),
+        ("patch_embed.proj.bias", (c,)),
+    ]
+    for i in range(num_layers):
+        block = list(_vit_block(f"blocks.{i}", c, 4))
+        keys += [(n, (intermediate_size, c) if n.endswith("fc1.weight") else (intermediate_size,)
+                  if n.endswith("fc1.bias") else (c, intermediate_size) if n.endswith("fc2.weight") else shape)
+                 for n, shape in block] if ratio != 4 else block  # fmt: skip
+    keys += [("norm.weight", (c,)), ("norm.bias", (c,))]
+    keys += [
+        ("attn_pool.latent", (1, 1, c)),
+        ("attn_pool.q.weight", (c, c)),
+        ("attn_pool.q.bias", (c,)),
+        ("attn_pool.kv.weight", (2 * c, c)),
+        ("attn_pool.kv.bias", (2 * c,)),
+        ("attn_pool.proj.weight", (c, c)),
+        ("attn_pool.proj.bias", (c,)),
+        ("attn_pool.norm.weight", (c,)),
+        ("attn_pool.norm.bias", (c,)),
+    ]
+    keys += _mlp("attn_pool.mlp", c, intermediate_size, c)
+    return keys
+
+
+def make_stage1_state_dict(
+    *,
+    num_layers: int = 40,
+    hidden_size: int = 1536,
+    intermediate_size: int | None = None,
+    pos_grid: int = POS_GRID,
+    seed: int = 0,
+    prefix: str = STAGE1_PREFIX,
+    with_teacher: bool = True,
+    with_projector: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Random fp32 state dict in the layout of a published Stage-1 encoder (``anyres_vit/*/siglip2_*_anyres_s4.pth``,
+    reference-spec §2.5): the training dump of the vision tower, whose encoder keys carry ``prefix``, plus (by default)
+    a few tensors of the frozen teacher and of the Stage-1 projector, which a loader must leave out.
+
+    The defaults are the giant encoder; SO400M is ``hidden_size=1152, num_layers=27, intermediate_size=4304``."""
+    intermediate_size = intermediate_size or MLP_RATIO * hidden_size
+    shapes = trunk_key_shapes(num_layers=num_layers, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                              pos_grid=pos_grid)  # fmt: skip
+    state = {prefix + name: _draw(name, shape, seed) for name, shape in shapes}
+    if with_teacher:
+        for name, shape in shapes[:6]:
+            state[STAGE1_TEACHER_PREFIX + name] = _draw("teacher." + name, shape, seed)
+    if with_projector:
+        state[STAGE1_PROJECTOR_PREFIX + "proj1.weight"] = _draw("proj1.weight", (8, hidden_size), seed)
+        state[STAGE1_PROJECTOR_PREFIX + "proj1.bias"] = _draw("proj1.bias", (8,), seed)
+    return state
+
+
+def make_siglip2_state_dict(
+    *,
+    num_layers: int = 40,
+    hidden_size: int = 1536,
+    intermediate_size: int | None = None,
+    pos_grid: int = 24,
+    seed: int = 0,
+    layout: str = "open_clip",
+) -> dict[str, torch.Tensor]:
+    """Random fp32 state dict with the key names of a fixed-resolution SigLIP2 checkpoint: ``layout="open_clip"``
+    (``open_clip_pytorch_model.bin``: the image trunk under ``visual.trunk.``, plus text-tower tensors and
+    ``logit_scale``/``logit_bias``) or ``"timm"`` (``model.safetensors``: bare trunk keys). The 384-px models have a
+    24x24 position table."""
+    if layout not in ("open_clip", "timm"):
+        raise ValueError(f"layout must be 'open_clip' or 'timm', got {layout!r}")
+    intermediate_size = intermediate_size or MLP_RATIO * hidden_size
+    shapes = trunk_key_shapes(num_layers=num_layers, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                              pos_grid=pos_grid)  # fmt: skip
+    prefix = "visual.trunk." if layout == "open_clip" else ""
+    state = {prefix + name: _draw(name, shape, seed) for name, shape in shapes}
+    if layout == "open_clip":
+        state["text.token_embedding.weight"] = _draw("text.token_embedding.weight", (16, hidden_size), seed)
+        state["text.positional_embedding"] = _draw("text.positional_embedding", (4, hidden_size), seed)
+        state["logit_scale"] = torch.tensor([2.3])
+        state["logit_bias"] = torch.tensor([-10.0])
+    return state
+
+
+__all__ = [
+    "make_reference_state_dict",
+    "make_siglip2_state_dict",
+    "make_stage1_state_dict",
+    "reference_key_shapes",
+    "trunk_key_shapes",
+]

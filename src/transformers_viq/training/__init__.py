@@ -5,6 +5,15 @@ The model classes only describe architectures; whether a part trains is `require
 scripts (`training/` at the repository root) or by the user. Submodules load on first use:
 
     from transformers_viq.training import freeze, language_model_lora_config, ViQCodesCollator
+
+Training ViQ itself (Stage 1, Stage 2-1, Stage 2-2, decoder fine-tuning; `training/train_viq.py`):
+
+    from transformers_viq.training import parse_stage_arguments, run_stage
+
+`arguments` (ViQStageArguments), `stages` (ViQStageModel, build_stage, transfer_weights), `trainer`
+(ViQStageTrainer), `run` (run_stage), `losses`, `text_alignment` (the temporary LLM), `stage_data` (image-text
+collators), `schedule` (progressive resolution), `monitoring` (codebook usage, code stability), `ema`, `perceptual`
+(LPIPS), `discriminator`, `repa` (DINOv2 alignment).
 """
 
 from __future__ import annotations
@@ -29,6 +38,50 @@ if TYPE_CHECKING:
     from .lora import language_model_lora_config
 
 
+# Training ViQ itself: the four stages and their pieces
+_STAGE_EXPORTS = {
+    "ViQStageArguments": "arguments",
+    "ViQStageModel": "stages",
+    "LossWeights": "stages",
+    "build_stage": "stages",
+    "load_vision_model": "stages",
+    "transfer_weights": "stages",
+    "ViQStageTrainer": "trainer",
+    "run_stage": "run",
+    "parse_stage_arguments": "run",
+    "StageResult": "run",
+    "StageImageCollator": "stage_data",
+    "StageImageTextCollator": "stage_data",
+    "load_training_dataset": "stage_data",
+    "ResolutionSchedule": "schedule",
+    "ResolutionPhase": "schedule",
+    "CodebookUsage": "monitoring",
+    "code_stability": "monitoring",
+    "ExponentialMovingAverage": "ema",
+    "LPIPS": "perceptual",
+    "PatchDiscriminator": "discriminator",
+    "Dinov2PatchFeatures": "repa",
+    "RepaProjector": "repa",
+    "TextAlignmentHead": "text_alignment",
+    "WindowPoolingProjector": "text_alignment",
+}
+_EXPORTS = {**_EXPORTS, **_STAGE_EXPORTS}
+
+if TYPE_CHECKING:
+    from .arguments import ViQStageArguments
+    from .discriminator import PatchDiscriminator
+    from .ema import ExponentialMovingAverage
+    from .monitoring import CodebookUsage, code_stability
+    from .perceptual import LPIPS
+    from .repa import Dinov2PatchFeatures, RepaProjector
+    from .run import StageResult, parse_stage_arguments, run_stage
+    from .schedule import ResolutionPhase, ResolutionSchedule
+    from .stage_data import StageImageCollator, StageImageTextCollator, load_training_dataset
+    from .stages import LossWeights, ViQStageModel, build_stage, load_vision_model, transfer_weights
+    from .text_alignment import TextAlignmentHead, WindowPoolingProjector
+    from .trainer import ViQStageTrainer
+
+
 __getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 
@@ -38,4 +91,30 @@ __all__ = [
     "freeze",
     "language_model_lora_config",
     "trainable_summary",
+]
+__all__ += [
+    "CodebookUsage",
+    "Dinov2PatchFeatures",
+    "ExponentialMovingAverage",
+    "LPIPS",
+    "LossWeights",
+    "PatchDiscriminator",
+    "RepaProjector",
+    "ResolutionPhase",
+    "ResolutionSchedule",
+    "StageImageCollator",
+    "StageImageTextCollator",
+    "StageResult",
+    "TextAlignmentHead",
+    "ViQStageArguments",
+    "ViQStageModel",
+    "ViQStageTrainer",
+    "WindowPoolingProjector",
+    "build_stage",
+    "code_stability",
+    "load_training_dataset",
+    "load_vision_model",
+    "parse_stage_arguments",
+    "run_stage",
+    "transfer_weights",
 ]
