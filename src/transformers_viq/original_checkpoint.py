@@ -14,7 +14,11 @@ it repeat subsets of the same weights and are not needed. This module
 * reads it safely ([`load_original_state_dict`]: tensors only, no code from the pickle runs; a damaged or partial
   file gives an error that names it and says what to do);
 * renames its keys to this package's names with one explicit table ([`ORIGINAL_TO_HF_KEY_MAPPING`]) and checks that
-  every key is used and every parameter filled ([`convert_original_state_dict`]).
+  every key is used and every parameter filled ([`convert_original_state_dict`]);
+* does the same for the published Stage-1 encoders (`anyres_vit/...`: [`resolve_stage1_checkpoint`]) and the
+  fixed-resolution SigLIP2 checkpoints of open_clip and timm, whose trunk and pooling head share one table
+  ([`TRUNK_TO_HF_KEY_MAPPING`], [`convert_trunk_state_dict`]; known other parts such as the Stage-1 teacher or the
+  text tower are left out and counted, a 24x24 position table is upsampled bicubically to the model's grid).
 
 It imports no model class: `ViQModel.from_pretrained` uses it, and `convert_viq_original_to_hf.py` (the converter
 script) builds on both.

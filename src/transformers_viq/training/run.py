@@ -47,14 +47,39 @@ def _calibrate(components, training_args) -> None:
         return
     count = min(len(components.train_dataset), max(2, training_args.per_device_train_batch_size))
     batch = components.data_collator([components.train_dataset[i] for i in range(count)])
-    device = next(model.viq.parameters()).device
+    device = training_args.device
+    model.viq.to(device)
     calibrate_quantizer(model.viq, batch["pixel_values"].to(device), batch["image_grid_hw"].to(device))
     logger.info(f"Calibrated the fresh FSQ projection on {count} samples")
 
 
+def resolve_resume(value, output_dir: str) -> str | None:
+    """The checkpoint a run resumes from: a folder as given; `true`/`last`: the last `checkpoint-N` of `output_dir`
+    (an error if there is none); `auto`: that one if any, else `None` (a fresh start); `none`/`false`: `None`."""
+    import os
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if value is None or value is False:
+        return None
+    text = str(value).lower()
+    if text in ("", "none", "false", "no"):
+        return None
+    if text in ("true", "last", "auto"):
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None and text != "auto":
+            raise ValueError(f"resume_from_checkpoint={value!r}, but {output_dir} holds no checkpoint-N folder.")
+        if last is None:
+            logger.info(f"No checkpoint in {output_dir}: starting from the beginning")
+        return last
+    if not os.path.isdir(str(value)):
+        raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint folder {value}")
+    return str(value)
+
+
 def run_stage(stage_args: ViQStageArguments, training_args, callbacks=None) -> StageResult:
     """
-    Build the stage ([`build_stage`]), train it with [`ViQStageTrainer`] (resuming from
+    Build the stage ([`build_stage`]), train it with [`ViQStageTrainer`] (resuming as [`resolve_resume`] reads
     `training_args.resume_from_checkpoint`: a checkpoint folder, `true` for the last one in `output_dir`, `auto` for
     the last one if any), save the final model (the EMA weights when `ema_decay` is set) with its image processor in
     `output_dir`, and evaluate on the eval dataset if there is one.
@@ -64,11 +89,7 @@ def run_stage(stage_args: ViQStageArguments, training_args, callbacks=None) -> S
 
     torch.manual_seed(training_args.seed)
     components = build_stage(stage_args, training_args)
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "auto", "last"):
-        resume = "auto" if resume.lower() == "auto" else True
-    elif isinstance(resume, str) and resume.lower() in ("", "none", "false", "no"):
-        resume = None
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     if stage_args.stage == "stage2_2" and stage_args.calibrate_quantizer and not resume:
         _calibrate(components, training_args)
     trainer = ViQStageTrainer(
@@ -97,4 +118,4 @@ def run_stage(stage_args: ViQStageArguments, training_args, callbacks=None) -> S
     return StageResult(training_args.output_dir, metrics, trainer.state.log_history)
 
 
-__all__ = ["StageResult", "parse_stage_arguments", "run_stage"]
+__all__ = ["StageResult", "parse_stage_arguments", "resolve_resume", "run_stage"]

@@ -102,9 +102,8 @@ class TextAlignmentHead(nn.Module):
             config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, use_dora=use_dora,
                                 bias="none", target_modules=LLM_LINEARS)  # fmt: skip
             model = get_peft_model(model, config)
+        # the projector trains: it stays in float32 (mixed precision computes in `dtype`, the LLM's frozen weights)
         projector = WindowPoolingProjector(vision_dim, model.get_input_embeddings().embedding_dim)
-        if dtype is not None:
-            projector.to(dtype)
         return cls(model, projector, int(image_token_id))
 
     def forward(self, features: torch.Tensor, grid_hw: list[tuple[int, int]], window: int, input_ids: torch.Tensor,

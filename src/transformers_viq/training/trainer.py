@@ -234,16 +234,14 @@ class ViQStageTrainer(Trainer):
             if set(state) != expected:
                 raise ValueError(f"{path} holds other auxiliary tensors than this stage trains: "
                                  f"{sorted(set(state) ^ expected)[:5]} differ.")  # fmt: skip
-            result = model.load_state_dict(state, strict=False)
-            assert not result.unexpected_keys
+            model.load_state_dict(state, strict=False)  # exactly the auxiliary keys (checked above)
         logger.info(f"Resumed the model from {resume_from_checkpoint}")
 
     def train(self, resume_from_checkpoint=None, **kwargs):
-        if resume_from_checkpoint is True or resume_from_checkpoint == "auto":
-            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
-            if last is None and resume_from_checkpoint == "auto":
-                logger.info(f"No checkpoint in {self.args.output_dir}: starting from the beginning")
-            resume_from_checkpoint = last if last is not None or resume_from_checkpoint == "auto" else True
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No checkpoint to resume from in {self.args.output_dir}.")
         if isinstance(resume_from_checkpoint, str) and self.ema is not None:
             path = os.path.join(resume_from_checkpoint, EMA_STATE_NAME)
             if os.path.isfile(path):
