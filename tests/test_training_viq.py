@@ -464,6 +464,20 @@ def test_resume_continues_the_run_exactly(assets, tmp_path):
                            ViQVisionModel.from_pretrained(straight / "checkpoint-2").encoder.layers[0].mlp.fc1.weight)
 
 
+def test_resume_settings(tmp_path):
+    from transformers_viq.training.run import resolve_resume
+
+    assert resolve_resume("auto", str(tmp_path)) is None and resolve_resume("none", str(tmp_path)) is None
+    with pytest.raises(ValueError, match="no checkpoint"):
+        resolve_resume("true", str(tmp_path))
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-10").mkdir()
+    assert resolve_resume("auto", str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert resolve_resume(str(tmp_path / "checkpoint-2"), str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    with pytest.raises(FileNotFoundError):
+        resolve_resume(str(tmp_path / "checkpoint-3"), str(tmp_path))
+
+
 # ---- recipes -----------------------------------------------------------------------------------------------------
 def test_recipes_hold_the_papers_hyper_parameters():
     cpu = ["--use_cpu", "true", "--tf32", "false"]  # the recipes are for GPUs (bf16, tf32)
