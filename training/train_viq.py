@@ -1,4 +1,4 @@
-"""Train ViQ itself, one stage per run, from a YAML recipe (paper §3 and appendix A; §4.4 for the decoder).
+"""Train ViQ itself, one stage per run, from a YAML recipe (paper section 3, appendix A; 4.4 for the decoder).
 
     python training/train_viq.py --config training/recipes/viq_stage1.yaml      # text-aligned any-res pre-training
     python training/train_viq.py --config training/recipes/viq_stage2_1.yaml    # bottleneck + L-inf proximal

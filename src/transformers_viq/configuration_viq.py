@@ -41,7 +41,7 @@ QWEN_IMAGE_VAE_CONFIG: dict = {
 }
 
 
-# The two published Stage-1 encoders (`anyres_vit/...` in `XuminYu/ViQ_weights`, reference-spec §2.5): SigLIP2
+# The two published Stage-1 encoders (`anyres_vit/...` in `XuminYu/ViQ_weights`): SigLIP2
 # geometry with exact GELU and a 128x128 position table. The fixed-resolution SigLIP2 teachers (open_clip / timm, 384
 # px) have the same trunks with a 24x24 table: `ViQVisionConfig.from_preset(name, position_embedding_size=24)`.
 VISION_PRESETS: dict[str, dict] = {
@@ -49,7 +49,7 @@ VISION_PRESETS: dict[str, dict] = {
     "so400m": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16},
 }
 
-# Stage 2-1 of the paper replaces the quantizer by a bottleneck with a "proximal" constraint (reference-spec §4.1,
+# Stage 2-1 of the paper replaces the quantizer by a bottleneck with a "proximal" constraint (the authors'
 # `VQ_LOW_LIMIT`): the names of the constraints and the default width of the bottleneck (paper: D = 128).
 QUANTIZERS = ("fsq", "proximal")
 PROXIMAL_CONSTRAINTS = ("linf", "l2", "tanh", "none")

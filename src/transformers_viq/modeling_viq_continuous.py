@@ -1,9 +1,10 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
 """The continuous any-resolution ViQ encoder: a native-resolution SigLIP2 (Stage 1 of ViQ).
 
-Stage 1 of ViQ (paper §3.1, appendix A.1) turns the fixed-resolution SigLIP2 into an any-resolution encoder: the same
-trunk with a 128x128 position table (SigLIP2's 24x24 table upsampled bicubically) resized per image, and SigLIP2's
-attention-pooling head, trained with a text loss through a small LLM and self-distillation from the original model.
+Stage 1 of ViQ (paper section 3.1, appendix A.1) turns the fixed-resolution SigLIP2 into an any-resolution encoder:
+the same trunk with a 128x128 position table (SigLIP2's 24x24 table upsampled bicubically) resized per image, and
+SigLIP2's attention-pooling head, trained with a text loss through a small LLM and self-distillation from the original
+model.
 The authors publish two such encoders (`anyres_vit/giant1b/siglip2_g_anyres_s4.pth`,
 `anyres_vit/so400m/siglip2_so400m_anyres_s4.pth` in `XuminYu/ViQ_weights`); they initialise Stage 2.
 
@@ -118,14 +119,14 @@ class ViQVisionModel(ViQVisionPreTrainedModel):
 
     @classmethod
     def _from_trunk_state_dict(cls, state_dict, config: ViQVisionConfig, source: str | None, **kwargs):
-        from . import original_checkpoint as original
+        from .original_checkpoint import convert_trunk_state_dict, file_dtype
 
         dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", "auto"))
         if dtype is None or dtype == "auto":
-            dtype = original.file_dtype(state_dict)
+            dtype = file_dtype(state_dict)
         elif isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        converted = original.convert_trunk_state_dict(
+        converted = convert_trunk_state_dict(
             state_dict,
             cls.expected_state_shapes(config),
             dtype=dtype,
@@ -166,10 +167,10 @@ class ViQVisionModel(ViQVisionPreTrainedModel):
         and `num_attention_heads` (16 in every SigLIP2 giant / So400m model; it cannot be read from weights).
         `overrides` win, e.g. `position_embedding_size=128` for a student initialised from a 24x24 teacher.
         """
-        from . import original_checkpoint as original
+        from .original_checkpoint import strip_trunk_prefixes, trunk_geometry
 
-        stripped, _ = original.strip_trunk_prefixes(state_dict)
-        geometry = original.trunk_geometry(stripped)
+        stripped, _ = strip_trunk_prefixes(state_dict)
+        geometry = trunk_geometry(stripped)
         return ViQVisionConfig(**{**geometry, "num_attention_heads": num_attention_heads, **overrides})
 
     @classmethod
@@ -200,12 +201,12 @@ class ViQVisionModel(ViQVisionPreTrainedModel):
         The activation is the config's `hidden_act`, exact GELU by default as in the ViQ training code (SigLIP2 itself
         was trained with the tanh approximation: pass a config with `hidden_act="gelu_pytorch_tanh"` for that).
         """
-        from . import original_checkpoint as original
+        from .original_checkpoint import load_state_dict_file
 
         source = None
         if isinstance(checkpoint, (str, os.PathLike)):
             source = os.fspath(checkpoint)
-            checkpoint = original.load_state_dict_file(source)
+            checkpoint = load_state_dict_file(source)
         if config is None:
             overrides = {} if position_embedding_size is None else {"position_embedding_size": position_embedding_size}
             config = cls.config_from_weights(checkpoint, num_attention_heads=num_attention_heads, **overrides)
@@ -232,7 +233,7 @@ class ViQVisionModel(ViQVisionPreTrainedModel):
         """
         if stage1_encoder is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        from . import original_checkpoint as original
+        from .original_checkpoint import HUB_KWARGS, load_original_state_dict, resolve_stage1_checkpoint
 
         if stage1_encoder not in VISION_PRESETS:
             raise ValueError(
@@ -241,11 +242,11 @@ class ViQVisionModel(ViQVisionPreTrainedModel):
         config = kwargs.pop("config", None) or ViQVisionConfig.from_preset(stage1_encoder)
         if not isinstance(config, ViQVisionConfig):
             raise ValueError(f"`config` must be a ViQVisionConfig, got {type(config).__name__}.")
-        hub_kwargs = {k: kwargs.pop(k) for k in original.HUB_KWARGS if k in kwargs}
+        hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
         subfolder = kwargs.pop("subfolder", "") or ""
-        path = original.resolve_stage1_checkpoint(pretrained_model_name_or_path, stage1_encoder, subfolder,
+        path = resolve_stage1_checkpoint(pretrained_model_name_or_path, stage1_encoder, subfolder,
                                                   **hub_kwargs)  # fmt: skip
-        model = cls._from_trunk_state_dict(original.load_original_state_dict(path), config, path, **kwargs)
+        model = cls._from_trunk_state_dict(load_original_state_dict(path), config, path, **kwargs)
         model.name_or_path = model.config._name_or_path = str(pretrained_model_name_or_path)
         return model
 

@@ -412,7 +412,7 @@ def file_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
 # Stage-1 encoders (`anyres_vit/...`) and the fixed-resolution SigLIP2 teachers (open_clip / timm)
 # ----------------------------------------------------------------------------------------------------------------
 # The two published Stage-1 encoders: the continuous any-resolution SigLIP2 trunks + attention-pooling heads that
-# start Stage 2 (reference-spec §2.5).
+# start Stage 2.
 STAGE1_FILENAMES = {
     "giant": "anyres_vit/giant1b/siglip2_g_anyres_s4.pth",
     "so400m": "anyres_vit/so400m/siglip2_so400m_anyres_s4.pth",

@@ -347,9 +347,9 @@ def make_stage1_state_dict(
     with_teacher: bool = True,
     with_projector: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Random fp32 state dict in the layout of a published Stage-1 encoder (``anyres_vit/*/siglip2_*_anyres_s4.pth``,
-    reference-spec §2.5): the training dump of the vision tower, whose encoder keys carry ``prefix``, plus (by default)
-    a few tensors of the frozen teacher and of the Stage-1 projector, which a loader must leave out.
+    """Random fp32 state dict in the layout of a published Stage-1 encoder (``anyres_vit/*/siglip2_*_anyres_s4.pth``):
+    the training dump of the vision tower, whose encoder keys carry ``prefix``, plus (by default) a few tensors of the
+    frozen teacher and of the Stage-1 projector, which a loader must leave out.
 
     The defaults are the giant encoder; SO400M is ``hidden_size=1152, num_layers=27, intermediate_size=4304``."""
     intermediate_size = intermediate_size or MLP_RATIO * hidden_size

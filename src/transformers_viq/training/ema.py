@@ -1,5 +1,5 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""Exponential moving average of trained weights (decoder fine-tuning, paper §4.4: "EMA of the generative model")."""
+"""Exponential moving average of trained weights (decoder fine-tuning, paper section 4.4)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""The losses of ViQ training (paper §3, Eq. 1-8; reference-spec §5).
+"""The losses of ViQ training (paper sections 3 and 4.4, Eq. 1-8).
 
 * Stages 1, 2-1, 2-2: the text loss (cross-entropy of a temporary LLM, computed by `TextAlignmentHead`),
   [`distillation_loss`] (`1 - cos` between the student's and the frozen teacher's pooled token, weight 10 as in the
   released code) and, from Stage 2-1 on, [`latent_regression_loss`] (MSE of the predicted Qwen-Image VAE latent to the
   VAE encoder's posterior mean: the paper's Gaussian NLL with unit variance, up to a constant factor).
-* Decoder fine-tuning (§4.4, Eq. 8): pixel MSE, LPIPS (`perceptual.LPIPS`), [`latent_kl_loss`], the hinge GAN losses
-  ([`discriminator_hinge_loss`], [`generator_adversarial_loss`]) and [`repa_loss`] (alignment to DINOv2 features).
+* Decoder fine-tuning (section 4.4, Eq. 8): pixel MSE, LPIPS (`perceptual.LPIPS`), [`latent_kl_loss`], the hinge GAN
+  losses ([`discriminator_hinge_loss`], [`generator_adversarial_loss`]) and [`repa_loss`] (alignment to DINOv2).
 
 Plain functions of tensors: no module state, no logging.
 """

@@ -1,5 +1,5 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""REPA for ViQ decoder fine-tuning: align the latent head's preprocess layers with DINOv2 (paper §4.4, weight 1.5).
+"""REPA for ViQ decoder fine-tuning: align the latent head's preprocess layers with DINOv2 (paper section 4.4).
 
 REPA (Yu et al., "Representation Alignment for Generation", 2024) projects a model's hidden states with a small MLP and
 maximises their cosine similarity to the patch features of a frozen self-supervised encoder. Here the states are the

@@ -1,5 +1,5 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""Progressive resolution for ViQ training: a pixel-budget schedule over the run (paper §3.1, appendix A.1).
+"""Progressive resolution for ViQ training: a pixel-budget schedule over the run (paper section 3.1, appendix A.1).
 
 Stage 1 starts with images at their native aspect ratio within a small pixel budget (384^2, vision tokens downsampled
 x16 before the LLM) and raises the budget (768^2, x4) as training goes; later stages train at a fixed budget. A

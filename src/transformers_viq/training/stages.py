@@ -1,15 +1,15 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
 """The four stages of ViQ training as one module per run: the trained model, its frozen helpers and the losses.
 
-    stage1    text-aligned any-resolution pre-training (paper §3.1): a [`ViQVisionModel`] (SigLIP2 with a 128x128
-              position table) trained with the text loss of a temporary LLM and self-distillation from the frozen
-              fixed-resolution SigLIP2 on the image resized to 384x384.
-    stage2_1  proximal representation (§3.2): a [`ViQModel`] with `quantizer="proximal"` (bottleneck 1536 -> 128 with
-              the L-infinity projection), initialised from Stage 1; text + distillation + latent regression (MSE to
-              the frozen Qwen-Image VAE encoder's posterior mean).
-    stage2_2  FSQ (§3.2): the released head (x4 token expansion, headless RoPE blocks, GoldenGate RoPE, FSQ)
+    stage1    text-aligned any-resolution pre-training (paper section 3.1): a [`ViQVisionModel`] (SigLIP2 with a
+              128x128 position table) trained with the text loss of a temporary LLM and self-distillation from the
+              frozen fixed-resolution SigLIP2 on the image resized to 384x384.
+    stage2_1  proximal representation (section 3.2): a [`ViQModel`] with `quantizer="proximal"` (bottleneck 1536 ->
+              128 with the L-infinity projection), initialised from Stage 1; text + distillation + latent regression
+              (MSE to the frozen Qwen-Image VAE encoder's posterior mean).
+    stage2_2  FSQ (section 3.2): the released head (x4 token expansion, headless RoPE blocks, GoldenGate RoPE, FSQ)
               replaces the proximal constraint, initialised from Stage 2-1 where the shapes allow; same three losses.
-    decoder   decoder fine-tuning (§4.4): the tokenizer frozen, its latent head and the VAE decoder trained with
+    decoder   decoder fine-tuning (section 4.4): the tokenizer frozen, its latent head and the VAE decoder trained with
               MSE + LPIPS + KL + GAN + REPA (DINOv2 on the latent head's preprocess layers).
 
 [`ViQStageModel`] holds the trained model under `viq` (what is saved, in HF format) and the helpers (teacher, LLM with

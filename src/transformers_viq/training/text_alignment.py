@@ -1,5 +1,5 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""The text loss of ViQ training: a temporary LLM reads the vision features (paper §3.1, Eq. 1; appendix A.1).
+"""The text loss of ViQ training: a temporary LLM reads the vision features (paper section 3.1, Eq. 1; appendix A.1).
 
 The paper trains the encoder with a light LLM, Qwen2.5-0.5B, of which only LoRA (DoRA in the released code: r=64,
 alpha=16, dropout 0.05, every linear layer) is optimised. Vision tokens are downsampled before the LLM: x16 (4x4
