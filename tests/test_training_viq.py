@@ -111,6 +111,10 @@ def test_published_stage1_file_loads_and_encodes(tmp_path):
     torch.testing.assert_close(AutoModel.from_pretrained(tmp_path / "converted")(**inputs).pooler_output,
                                out.pooler_output)  # fmt: skip
 
+    with pytest.raises(ConnectionError):  # offline and not cached: a clear failure, no request
+        ViQVisionModel.from_pretrained("someone/not-cached", stage1_encoder="so400m", local_files_only=True)
+    with pytest.raises(FileNotFoundError, match="siglip2_so400m_anyres_s4.pth"):
+        ViQVisionModel.from_pretrained(str(tmp_path), stage1_encoder="so400m")
     with pytest.raises(ValueError, match="shape mismatches"):  # a giant preset cannot take the tiny file
         ViQVisionModel.from_pretrained(str(tmp_path), stage1_encoder="giant")
     state[prefix + "blocks.0.attn.surprise"] = torch.zeros(1)
