@@ -10,7 +10,7 @@ Layout (one line per module; imports flow leaves -> models -> services -> faces)
 
     leaves    fsq, configuration_viq, configuration_viq_qwen, original_checkpoint (the authors' layout),
               hub_utils (offline mode, fast Hub failures), validation (codes, grids, pixels),
-              image_io (reading images), codes_io (codes files),
+              image_io (reading images), codes_io (codes files), llava_data (LLaVA JSON -> conversational rows),
               file_utils (atomic writes), logging_utils (the package logger, progress bars), metrics
     models    modeling_viq, modeling_viq_continuous (the Stage-1 encoder), modeling_viq_qwen, image_processing_viq,
               processing_viq
@@ -52,6 +52,7 @@ _EXPORTS = {
     "ExtractionResult": "extraction",
     "extract_codes": "extraction",
     "load_code_dataset": "extraction",
+    "load_llava_json": "llava_data",
     "push_to_hub_with_card": "model_cards",
     "render_tokenizer_card": "model_cards",
     "render_vlm_card": "model_cards",
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from .extraction import ExtractionResult, extract_codes, load_code_dataset
     from .fsq import FiniteScalarQuantizer
     from .image_processing_viq import ViQImageProcessor
+    from .llava_data import load_llava_json
     from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
     from .modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
     from .modeling_viq_continuous import ViQVisionModel, ViQVisionOutput
@@ -135,6 +137,7 @@ __all__ = [
     "get_num_image_tokens",
     "language_model_lora_config",
     "load_code_dataset",
+    "load_llava_json",
     "push_to_hub_with_card",
     "register_auto_classes",
     "render_tokenizer_card",
