@@ -100,12 +100,40 @@ def test_mismatch_and_input_errors(vlm):
         vlm(input_ids=torch.tensor([good]), image_codes=codes, **inputs)
     with pytest.raises(ValueError, match="image tokens but no `pixel_values` or `image_codes`"):
         vlm(input_ids=torch.tensor([good]))
-    odd = ViQImageProcessor(do_resize=False)(images=[np.zeros((48, 48, 3), dtype=np.uint8)], return_tensors="pt")
-    with pytest.raises(ValueError, match="even patch grid, got 3x3.*size_divisor=32"):
-        vlm(input_ids=torch.tensor([[1, 2]]), **odd)
     with pytest.raises(ValueError, match="Image 0 has code 15360"):
         vlm(input_ids=torch.tensor([good]), image_codes=torch.full_like(codes, 15360),
             image_grid_hw=inputs["image_grid_hw"])
+
+
+@pytest.mark.parametrize("projector_type", ["pooled", "mlp"])
+def test_odd_grids_pool_only_the_patches_they_have(projector_type):
+    """Codes made with `viq encode`/`viq extract` defaults (size_divisor=16) have odd grids: the projector completes
+    them with partial windows, and an even grid is untouched by that (its output does not depend on the extra row)."""
+    vlm = make_vlm(projector_type)
+    projector = vlm.model.projector
+    odd = ViQImageProcessor(do_resize=False)(images=images(sizes=((48, 80),)), return_tensors="pt")  # 3x5 patches
+    assert odd["image_grid_hw"].tolist() == [[3, 5]]
+    features = vlm.model.vision_tower(**odd, return_pooler_output=False).last_hidden_state  # (15, 32)
+    (tokens,) = projector(features, [(3, 5)])
+    assert tokens.shape[0] == get_num_image_tokens(3, 5, projector_type) == (
+        2 * 4 + 2 if projector_type == "pooled" else 2 * 3
+    )
+    # the top-left 2x4 block of the odd grid is an even grid of its own: its windows come out the same
+    block = features.view(3, 5, -1)[:2, :4].reshape(8, -1)
+    (even,) = projector(block, [(2, 4)])
+    if projector_type == "pooled":
+        torch.testing.assert_close(tokens[1:3], even[1:3])  # first window row (after the begin token)
+        # the corner window holds one patch: softmax pooling over one token is that token
+        corner = features.view(3, 5, -1)[2, 4]
+        expected = projector.proj_out(projector.act(projector.proj_in(corner)))
+        torch.testing.assert_close(tokens[-3], expected)  # last window, before the newline and end tokens
+        torch.testing.assert_close(tokens[-2], projector.image_newline)
+    else:
+        torch.testing.assert_close(tokens[:2], even[:2])
+    input_ids = torch.tensor([[1, 2] + [IMAGE] * tokens.shape[0] + [3]])
+    logits = vlm(input_ids=input_ids, **odd).logits
+    codes = vlm.model.vision_tower.encode(**odd).image_codes
+    torch.testing.assert_close(logits, vlm(input_ids=input_ids, image_codes=codes, image_grid_hw=[[3, 5]]).logits)
 
 
 def test_generate_from_pixels_and_from_codes(vlm):

@@ -217,12 +217,17 @@ def test_count_mismatch_names_both_counts(processor, mixed_images):
         processor(text="no placeholder", image_codes=torch.zeros(64, dtype=torch.long), image_grid_hw=[[4, 4]])
 
 
-def test_odd_grid_raises(mixed_images):
+def test_odd_grids_expand_to_partial_windows(mixed_images):
+    """`viq encode`/`viq extract` defaults (size_divisor=16) give odd grids: a last row/column of partial windows."""
     processor = ViQProcessor(image_processor=ViQImageProcessor(size_divisor=16), tokenizer=qwen_tokenizer())
-    with pytest.raises(ValueError, match="Image 0: .*even patch grid, got 3x6"):
-        processor(images=[make_image(48, 96)], text=PAD)
-    with pytest.raises(ValueError, match="Image 1: .*even patch grid, got 3x2"):
-        processor(text=PAD * 2, image_codes=torch.zeros(4 * (4 + 6), dtype=torch.long), image_grid_hw=[[2, 2], [3, 2]])
+    out = processor(images=[make_image(48, 96)], text=PAD)
+    assert out["image_grid_hw"].tolist() == [[3, 6]]
+    assert sum(ids.count(IMAGE_PAD_ID) for ids in out["input_ids"]) == 2 * (3 + 1) + 2
+    codes = torch.zeros(4 * (4 + 6), dtype=torch.long)
+    out = processor(text=PAD * 2, image_codes=codes, image_grid_hw=[[2, 2], [3, 2]])
+    assert sum(ids.count(IMAGE_PAD_ID) for ids in out["input_ids"]) == (1 * 2 + 2) + (2 * 2 + 2)
+    with pytest.raises(ValueError, match="non-empty patch grid"):
+        get_num_image_tokens(0, 2)
 
 
 @pytest.mark.parametrize(

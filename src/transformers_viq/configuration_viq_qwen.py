@@ -22,22 +22,26 @@ def get_num_image_tokens(grid_h: int, grid_w: int, projector_type: str = "pooled
     """
     Number of LLM positions an image with a `grid_h x grid_w` patch grid takes.
 
-    * `"pooled"` (the released projector): one token per 2x2 window, a newline token after each window row, and
-      begin/end tokens: `(h/2) * (w/2 + 1) + 2`.
-    * `"mlp"`: one token per 2x2 window (the four patch features concatenated): `(h/2) * (w/2)`.
+    The projector merges 2x2 patch windows; an odd side gets a last row/column of windows holding only the patches
+    that exist (the grid is completed to even sides, the missing patches are masked out of the pooling), so any grid
+    works: the codes written by `viq encode` / `viq extract` with their defaults (`size_divisor=16`) train and run
+    as they are. With `W = ceil(w / 2)` and `H = ceil(h / 2)` windows per row and column:
 
-    Both need an even grid (use `ViQImageProcessor(size_divisor=32)`); an odd one raises a `ValueError`.
+    * `"pooled"` (the released projector): one token per window, a newline token after each window row, and
+      begin/end tokens: `H * (W + 1) + 2`.
+    * `"mlp"`: one token per window (the four patch features concatenated, zeros for missing patches): `H * W`.
+
+    Even grids (e.g. `ViQImageProcessor(size_divisor=32)`, what the released training code fed) are exactly the
+    released projector.
     """
     if projector_type not in PROJECTOR_TYPES:
         raise ValueError(f"Unknown projector_type {projector_type!r}; expected one of {PROJECTOR_TYPES}.")
-    if grid_h <= 0 or grid_w <= 0 or grid_h % 2 or grid_w % 2:
-        raise ValueError(
-            f"The projector merges 2x2 patch windows and needs an even patch grid, got {grid_h}x{grid_w}: preprocess "
-            "with ViQImageProcessor(size_divisor=32)."
-        )
+    if grid_h <= 0 or grid_w <= 0:
+        raise ValueError(f"An image needs a non-empty patch grid, got {grid_h}x{grid_w}.")
+    rows, columns = (grid_h + 1) // 2, (grid_w + 1) // 2
     if projector_type == "pooled":
-        return (grid_h // 2) * (grid_w // 2 + 1) + 2
-    return (grid_h // 2) * (grid_w // 2)
+        return rows * (columns + 1) + 2
+    return rows * columns
 
 
 class ViQQwenConfig(PreTrainedConfig):

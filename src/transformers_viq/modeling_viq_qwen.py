@@ -55,12 +55,21 @@ class ViQCausalLMOutputWithPast(CausalLMOutputWithPast):
     image_hidden_states: torch.FloatTensor | None = None
 
 
-def _windows(features: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """`(h*w, C)` row-major patch features -> `(h/2 * w/2, 4, C)`: the 2x2 windows, row-major, each in
-    (top-left, top-right, bottom-left, bottom-right) order."""
+def _windows(features: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`(h*w, C)` row-major patch features -> `(ceil(h/2) * ceil(w/2), 4, C)`: the 2x2 windows, row-major, each in
+    (top-left, top-right, bottom-left, bottom-right) order, and which of their 4 positions hold a patch (`None` for
+    an even grid, where all do). An odd side is completed with zero features, marked missing."""
     channels = features.shape[-1]
-    grid = features.view(height // 2, 2, width // 2, 2, channels).permute(0, 2, 1, 3, 4)
-    return grid.reshape((height // 2) * (width // 2), 4, channels)
+    grid = features.view(height, width, channels)
+    valid = None
+    if height % 2 or width % 2:
+        grid = nn.functional.pad(grid, (0, 0, 0, width % 2, 0, height % 2))
+        valid = torch.zeros(grid.shape[:2], dtype=torch.bool, device=features.device)
+        valid[:height, :width] = True
+        valid = valid.view(grid.shape[0] // 2, 2, grid.shape[1] // 2, 2).permute(0, 2, 1, 3).reshape(-1, 4)
+    rows, columns = grid.shape[0] // 2, grid.shape[1] // 2
+    grid = grid.view(rows, 2, columns, 2, channels).permute(0, 2, 1, 3, 4)
+    return grid.reshape(rows * columns, 4, channels), valid
 
 
 class ViQSoftmaxPooler(nn.Module):
@@ -70,16 +79,24 @@ class ViQSoftmaxPooler(nn.Module):
         super().__init__()
         self.predictor = nn.Sequential(nn.Linear(2 * dim, dim), ACT2FN[hidden_act], nn.Linear(dim, dim))
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """`(num_windows, 4, dim)` -> `(num_windows, dim)`."""
-        context = windows.mean(dim=1, keepdim=True).expand_as(windows)
-        weights = self.predictor(torch.cat([windows, context], dim=-1)).softmax(dim=1)
-        return (weights * windows).sum(dim=1)
+    def forward(self, windows: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """`(num_windows, 4, dim)` -> `(num_windows, dim)`; `valid` `(num_windows, 4)` masks missing patches out of
+        the mean and of the softmax (a window at the edge of an odd grid pools only the patches it has)."""
+        if valid is None:
+            context = windows.mean(dim=1, keepdim=True).expand_as(windows)
+            weights = self.predictor(torch.cat([windows, context], dim=-1)).softmax(dim=1)
+            return (weights * windows).sum(dim=1)
+        keep = valid.unsqueeze(-1).to(windows.dtype)
+        context = (windows * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True)
+        scores = self.predictor(torch.cat([windows, context.expand_as(windows)], dim=-1))
+        weights = scores.masked_fill(~valid.unsqueeze(-1), float("-inf")).softmax(dim=1)
+        return (weights * windows * keep).sum(dim=1)
 
 
 class ViQProjector(nn.Module):
     """
-    ViQ features -> LLM embeddings, per image (the grid must be even):
+    ViQ features -> LLM embeddings, per image, over 2x2 patch windows (an odd side gets a last row/column of partial
+    windows: see [`get_num_image_tokens`]):
 
     * `"pooled"`: Linear to the LLM width on each patch, learned softmax pooling of each 2x2 window, activation,
       Linear; a learned newline embedding after each window row; learned begin/end embeddings around the image.
@@ -111,13 +128,12 @@ class ViQProjector(nn.Module):
         """`features`: `(sum_i h_i*w_i, vision_dim)` packed -> one `(num_image_tokens_i, text_dim)` per image."""
         outputs = []
         for image_features, (h, w) in zip(features.split([h * w for h, w in grid_hw]), grid_hw):
-            get_num_image_tokens(h, w, self.projector_type)  # raises a clear error on an odd grid
-            windows = _windows(image_features, h, w)
+            windows, valid = _windows(image_features, h, w)
             if self.projector_type == "pooled":
-                pooled = self.proj_out(self.act(self.pooler(self.proj_in(windows))))
-                rows = pooled.view(h // 2, w // 2, -1)
-                newline = self.image_newline.to(rows.dtype).expand(h // 2, 1, -1)
-                tokens = torch.cat([rows, newline], dim=1).reshape(-1, rows.shape[-1])
+                pooled = self.proj_out(self.act(self.pooler(self.proj_in(windows), valid)))
+                grid = pooled.view((h + 1) // 2, (w + 1) // 2, -1)
+                newline = self.image_newline.to(grid.dtype).expand(grid.shape[0], 1, -1)
+                tokens = torch.cat([grid, newline], dim=1).reshape(-1, grid.shape[-1])
                 begin, end = self.image_begin[None].to(tokens.dtype), self.image_end[None].to(tokens.dtype)
                 tokens = torch.cat([begin, tokens, end])
             else:
@@ -188,7 +204,7 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
             image_codes (`torch.LongTensor` of shape `(sum_i 4*h_i*w_i,)`, *optional*):
                 Precomputed codes: only the code embedder runs.
             image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
-                Patch grid of each image (even sides).
+                Patch grid of each image.
         """
         if (pixel_values is None) == (image_codes is None):
             raise ValueError("Pass exactly one of `pixel_values` and `image_codes` (with `image_grid_hw`).")
