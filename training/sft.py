@@ -1,0 +1,255 @@
+# Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
+"""
+Supervised fine-tuning of a ViQ vision-language model with TRL's `SFTTrainer`.
+
+The model is a saved ViQ VLM (`--model_name_or_path`) or its parts: a ViQ tokenizer (`--viq_model
+XuminYu/ViQ_weights --viq_size 16k`, or an HF folder) and any Qwen2.5 causal LM (`--llm_model`), joined by the
+paper's projector. The data (`--dataset_name`) is a code dataset from `viq extract` (codes instead of pixels: the 1.1B
+trunk never runs), a LLaVA-style JSON/JSONL file (`--image_folder` for its relative image paths), or a `datasets`
+dataset in TRL's conversational vision format (`images` + `messages`). Only assistant turns are supervised.
+
+Training modes (`--training_mode`): `projector` (LLaVA-style alignment), `lora` (LoRA, or DoRA with `--use_dora`, on
+every linear layer of the LLM; the projector trains and is saved with the adapter) and `full`. The ViQ tokenizer stays
+frozen unless `--train_vision`. `--packing --max_length 4096` packs samples into fixed-length sequences, attention not
+crossing samples. The trained model (a LoRA/DoRA adapter merged in; the adapter itself in `adapter/`) and its
+processor are saved to `--output_dir` and load with `AutoModelForImageTextToText` / `AutoProcessor`.
+
+# The tiny recipe (CPU, about a minute)
+```bash
+python examples/make_tiny_qwen.py --output-dir outputs/tiny-qwen
+python training/sft.py --config training/recipes/tiny_cpu.yaml
+```
+
+# The paper's DoRA SFT on codes, 8 GPUs
+```bash
+viq extract llava_onevision.json -o codes/ --model XuminYu/ViQ_weights --size 16k
+accelerate launch --config_file training/accelerate_configs/multi_gpu.yaml training/sft.py \
+    --config training/recipes/dora_sft_codes.yaml --dataset_name codes/ --output_dir viq16k-qwen2.5-1.5b
+```
+
+# Two CPU processes (gloo)
+```bash
+ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 --master_port 29517 training/sft.py \
+    --config training/recipes/tiny_cpu.yaml
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ViQArguments:
+    r"""
+    The ViQ side of a run: the parts of a VLM built from scratch, the training mode, and LLaVA image paths.
+    """
+
+    viq_model: str | None = field(
+        default=None,
+        metadata={"help": "ViQ tokenizer for a VLM built from parts: XuminYu/ViQ_weights (with --viq_size) or an "
+                  "HF-format folder/id. Not with --model_name_or_path."},
+    )  # fmt: skip
+    viq_size: str | None = field(
+        default=None,
+        metadata={"help": "Codebook size of the authors' layout.", "choices": ["2k", "4k", "8k", "16k", "64k"]},
+    )
+    llm_model: str | None = field(
+        default=None, metadata={"help": "Qwen2.5 causal LM (Hub id or folder) for a VLM built from parts."}
+    )
+    projector_type: str = field(
+        default="pooled",
+        metadata={"help": "Projector of a VLM built from parts: the paper's 2x2 softmax pooling, or an MLP.",
+                  "choices": ["pooled", "mlp"]},
+    )  # fmt: skip
+    training_mode: str | None = field(
+        default=None,
+        metadata={"help": "What trains: projector (alignment), lora (LoRA/DoRA on the LLM + projector) or full "
+                  "(LLM + projector). Default: lora with --use_peft, else full.",
+                  "choices": ["projector", "lora", "full"]},
+    )  # fmt: skip
+    train_vision: bool = field(
+        default=False, metadata={"help": "Also train the ViQ tokenizer (only its code embedder runs on codes)."}
+    )
+    image_folder: str | None = field(
+        default=None, metadata={"help": "Folder of the relative image paths of a LLaVA JSON (default: its folder)."}
+    )
+    card_base_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the Qwen2.5 checkpoint named in the model card when --llm_model is a local "
+                  "folder (--push_to_hub)."},
+    )  # fmt: skip
+
+
+def _is_hub_id(name: str | None) -> bool:
+    return bool(name) and not os.path.exists(os.path.expanduser(name)) and name.count("/") == 1
+
+
+def main(script_args, training_args, model_args, viq_args):
+    import torch
+    import transformers
+    from packaging.version import Version
+    from trl import SFTTrainer
+
+    import transformers_viq  # noqa: F401  (registers the Auto classes)
+    from transformers_viq import ViQImageProcessor
+    from transformers_viq.extraction import read_code_metadata
+    from transformers_viq.logging_utils import get_logger
+    from transformers_viq.training import (
+        SkippedSamplesCallback,
+        ViQCodesCollator,
+        ViQImageCollator,
+        check_trainable,
+        language_model_lora_config,
+        load_sft_dataset,
+        load_vlm,
+        prepare_for_training,
+        save_trained_vlm,
+        set_training_mode,
+    )
+
+    logger = get_logger("training.sft")
+    if not script_args.dataset_name:
+        raise ValueError("No data: give --dataset_name (a code dataset, a LLaVA JSON/JSONL file or a dataset).")
+    if training_args.eval_strategy != "no":
+        raise ValueError("This script trains only; evaluate the saved model with eval/ (lmms-eval).")
+
+    # What trains
+    mode = viq_args.training_mode or ("lora" if model_args.use_peft else "full")
+    if model_args.use_peft and mode != "lora":
+        raise ValueError(f"--use_peft goes with --training_mode lora, not {mode!r}.")
+
+    # The hub push happens once, at the end, with the ViQ model card (not TRL's checkpoint pushes)
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
+    card_base = viq_args.card_base_model or (viq_args.llm_model if _is_hub_id(viq_args.llm_model) else None)
+    if push_to_hub and not (card_base or model_args.model_name_or_path):
+        raise ValueError("--push_to_hub with a local --llm_model needs --card_base_model (its Qwen2.5 Hub id).")
+
+    # Model and processor
+    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    source = os.path.expanduser(script_args.dataset_name)
+    code_meta = read_code_metadata(source) if os.path.isfile(os.path.join(source, "viq_codes.json")) else None
+    image_processor = ViQImageProcessor.from_dict(code_meta["processor"]) if code_meta else None
+    load_kwargs = {"revision": model_args.model_revision} if model_args.model_name_or_path else {}
+    if model_args.attn_implementation:
+        load_kwargs["attn_implementation"] = model_args.attn_implementation
+
+    def build():
+        return load_vlm(
+            model_args.model_name_or_path,
+            viq=viq_args.viq_model,
+            viq_size=viq_args.viq_size,
+            llm=viq_args.llm_model,
+            projector_type=viq_args.projector_type,
+            image_processor=image_processor,
+            dtype=dtype,
+            from_pretrained_kwargs=load_kwargs,
+        )
+
+    model, processor, fresh_projector = build()
+    data = load_sft_dataset(
+        source if os.path.exists(source) else script_args.dataset_name,
+        split=script_args.dataset_train_split,
+        image_folder=viq_args.image_folder,
+        viq_config=model.config.vision_config,
+    )
+    logger.info(f"Training data: {data.source} ({len(data.dataset)} rows, from {data.kind}); mode {mode}.")
+    set_training_mode(model, mode, train_vision=viq_args.train_vision)
+    peft_config = None
+    if mode == "lora":
+        linears = {"linear_names": model_args.lora_target_modules} if model_args.lora_target_modules else {}
+        peft_config = language_model_lora_config(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            use_dora=model_args.use_dora,
+            use_rslora=model_args.use_rslora,
+            modules_to_save=model_args.lora_modules_to_save,
+            **linears,
+        )
+
+    # Data: checked before the first step, packed when asked; our collators do the rest
+    packing, training_args.packing = training_args.packing, False
+    train_dataset = prepare_for_training(
+        data,
+        processor,
+        max_length=training_args.max_length,
+        packing=packing,
+        num_proc=training_args.dataset_num_proc,
+    )
+    collator_class = ViQCodesCollator if data.kind == "codes" else ViQImageCollator
+    collator = collator_class(
+        processor,
+        max_length=training_args.max_length,
+        packing=packing,
+        source=data.dataset,
+        skipped_log_dir=training_args.output_dir,
+    )
+    training_args.remove_unused_columns = False
+    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    model.config.get_text_config().use_cache = False  # training; saved models get it back
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        data_collator=collator,
+        peft_config=peft_config,
+        callbacks=[SkippedSamplesCallback(collator, left_out_before=sum(map(len, data.skipped.values())))],
+    )
+    check_trainable(trainer.model, fresh_projector=fresh_projector, mode=mode, kind=data.kind)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    def rebuild_base():
+        base, _, _ = build()
+        return set_training_mode(base, mode, train_vision=viq_args.train_vision)
+
+    save_trained_vlm(trainer, processor, training_args.output_dir, rebuild_base=rebuild_base)
+    trainer.accelerator.wait_for_everyone()
+    if push_to_hub and trainer.accelerator.is_main_process:
+        from transformers import AutoModelForImageTextToText
+
+        saved = AutoModelForImageTextToText.from_pretrained(training_args.output_dir)
+        details = (
+            f"Supervised fine-tuning with TRL on `{script_args.dataset_name}` ({data.kind}, {len(data.dataset)} "
+            "rows): "
+            f"training mode `{mode}`"
+            + (f" (DoRA r={model_args.lora_r}, alpha={model_args.lora_alpha})" if model_args.use_dora else "")
+            + f", learning rate {training_args.learning_rate}, {trainer.state.global_step} steps, "
+            f"{'packed to ' + str(training_args.max_length) + ' tokens' if packing else 'unpacked'}; "
+            f"ViQ tokenizer {'trained' if viq_args.train_vision else 'frozen'}."
+        )
+        saved.push_to_hub(
+            repo_id,
+            processor=processor,
+            base_model=card_base,
+            training_details=details,
+            token=training_args.hub_token,
+            private=training_args.hub_private_repo,
+        )
+        logger.info(f"Pushed the model and processor to the Hub: {repo_id}")
+    if Version(transformers.__version__) >= Version("5.18.0"):
+        trainer.end()
+    return trainer
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+    from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+
+    dataclass_types = (ScriptArguments, SFTConfig, ModelConfig, ViQArguments)
+    if subparsers is not None:
+        return subparsers.add_parser("sft", help="Train a ViQ VLM with SFT", dataclass_types=dataclass_types)
+    return TrlParser(dataclass_types, prog=prog)
+
+
+if __name__ == "__main__":
+    from transformers_viq.logging_utils import set_verbosity
+
+    set_verbosity("info")
+    parser = make_parser()
+    script_args, training_args, model_args, viq_args = parser.parse_args_and_config()
+    main(script_args, training_args, model_args, viq_args)
