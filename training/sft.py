@@ -202,6 +202,11 @@ def main(script_args, training_args, model_args, viq_args):
         callbacks=[SkippedSamplesCallback(collator, left_out_before=sum(map(len, data.skipped.values())))],
     )
     check_trainable(trainer.model, fresh_projector=fresh_projector, mode=mode, kind=data.kind)
+    state = trainer.accelerator.state
+    logger.info(
+        f"Training on {state.num_processes} process(es) ({state.distributed_type}, {trainer.accelerator.device}); "
+        f"{len(train_dataset)} {'packed sequences' if packing else 'rows'} per epoch."
+    )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     def rebuild_base():
