@@ -73,6 +73,11 @@ class ViQArguments:
     train_vision: bool = field(
         default=False, metadata={"help": "Also train the ViQ tokenizer (only its code embedder runs on codes)."}
     )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Largest image area fed from pixels, aspect ratio kept (the paper: 768*768 = 589824). "
+                  "Saved with the processor. Codes keep the resolution they were extracted at."},
+    )  # fmt: skip
     image_folder: str | None = field(
         default=None, metadata={"help": "Folder of the relative image paths of a LLaVA JSON (default: its folder)."}
     )
@@ -133,6 +138,10 @@ def main(script_args, training_args, model_args, viq_args):
     source = os.path.expanduser(script_args.dataset_name)
     code_meta = read_code_metadata(source) if os.path.isfile(os.path.join(source, "viq_codes.json")) else None
     image_processor = ViQImageProcessor.from_dict(code_meta["processor"]) if code_meta else None
+    if viq_args.max_pixels and code_meta:
+        logger.warning("--max_pixels is ignored on codes: their resolution was set when they were extracted.")
+    elif viq_args.max_pixels:
+        image_processor = ViQImageProcessor(size_divisor=32, max_pixels=viq_args.max_pixels)
     load_kwargs = {"revision": model_args.model_revision} if model_args.model_name_or_path else {}
     if model_args.attn_implementation:
         load_kwargs["attn_implementation"] = model_args.attn_implementation
@@ -150,6 +159,8 @@ def main(script_args, training_args, model_args, viq_args):
         )
 
     model, processor, fresh_projector = build()
+    if viq_args.max_pixels and not code_meta:
+        processor.image_processor.max_pixels = viq_args.max_pixels  # a saved VLM's processor too
     data = load_sft_dataset(
         source if os.path.exists(source) else script_args.dataset_name,
         split=script_args.dataset_train_split,
