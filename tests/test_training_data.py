@@ -206,3 +206,26 @@ def test_trainability_checks_are_never_silent(caplog):
 def test_packed_index_dataset_rows():
     dataset = packed_index_dataset([[3, 1], [2]])
     assert dataset[0] == {"pack": [3, 1]} and len(dataset) == 2
+
+
+def test_image_columns_stay_undecoded_so_a_corrupt_image_is_one_skipped_sample(processor):
+    """`datasets` decodes Image columns when a row is read: a corrupt one would raise in the data loader, before any
+    collator could skip it. Training data keeps them as bytes; the collator decodes them one by one."""
+    import io
+
+    from datasets import Dataset, Features, List, Value
+    from datasets import Image as ImageFeature
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(buffer, format="PNG")
+    good, corrupt = buffer.getvalue(), buffer.getvalue()[:-30]
+    messages = [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "Black."}]
+    features = Features({"images": List(ImageFeature()), "messages": [{"role": Value("string"),
+                         "content": Value("string")}]})  # fmt: skip
+    rows = Dataset.from_dict({"images": [[{"bytes": good, "path": None}], [{"bytes": corrupt, "path": None}]],
+                              "messages": [messages, messages]}, features=features)  # fmt: skip
+    data = load_sft_dataset(rows)
+    assert not data.dataset.features["images"].feature.decode
+    collator = ViQImageCollator(processor, source=data.dataset)
+    batch = collator([data.dataset[0], data.dataset[1]])
+    assert batch["input_ids"].shape[0] == 1 and collator.skipped.count == 1

@@ -47,6 +47,20 @@ class SFTData:
     skipped: dict[str, list] = field(default_factory=dict)  # reason -> row indices left out before training
 
 
+def undecoded_images(dataset):
+    """The dataset with its image columns left undecoded (`{"bytes", "path"}` dicts): the collators decode them one
+    by one, so a corrupt image is one skipped sample, not an error raised by `datasets` in the middle of an epoch."""
+    import datasets
+
+    for name in PIXEL_COLUMNS:
+        feature = dataset.features.get(name)
+        if isinstance(feature, datasets.Image) and feature.decode:
+            dataset = dataset.cast_column(name, datasets.Image(decode=False))
+        elif isinstance(getattr(feature, "feature", None), datasets.Image) and feature.feature.decode:
+            dataset = dataset.cast_column(name, datasets.List(datasets.Image(decode=False)))
+    return dataset
+
+
 def _is_llava_file(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith((".json", ".jsonl"))
 
@@ -101,6 +115,8 @@ def load_sft_dataset(
             f"{name}: a training dataset needs images (`images` or `image`, TRL's vision format) or codes "
             f"(`image_codes` + `image_grid_hw`, from `viq extract`); it has {sorted(columns)}."
         )
+    if kind == "pixels":
+        dataset = undecoded_images(dataset)
     if not ({"messages"} <= columns or {"prompt", "completion"} <= columns):
         raise ValueError(
             f"{name}: a training dataset needs `messages` or `prompt` + `completion`; it has {sorted(columns)}."
@@ -159,7 +175,7 @@ def check_conversations(dataset, kind: str, batch_size: int = 1000) -> None:
     columns = [c for c in ("id", "messages", "prompt", "completion", *CODE_COLUMNS[1:], *PIXEL_COLUMNS)
                if c in dataset.column_names]  # fmt: skip
     start = 0
-    for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
+    for batch in undecoded_images(dataset.select_columns(columns)).iter(batch_size=batch_size):
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         for offset, row in enumerate(rows):
             index = start + offset
@@ -262,16 +278,7 @@ def sample_lengths(dataset, processor, kind: str, num_proc: int | None = None) -
     """
     columns = [c for c in ("messages", "prompt", "completion", "image_grid_hw", *PIXEL_COLUMNS)
                if c in dataset.column_names]  # fmt: skip
-    view = dataset.select_columns(columns)
-    if kind == "pixels":
-        import datasets
-
-        for name in PIXEL_COLUMNS:  # read image files lazily: only their headers are needed here
-            feature = view.features.get(name)
-            if isinstance(feature, datasets.Image):
-                view = view.cast_column(name, datasets.Image(decode=False))
-            elif isinstance(getattr(feature, "feature", None), datasets.Image):
-                view = view.cast_column(name, datasets.List(datasets.Image(decode=False)))
+    view = undecoded_images(dataset.select_columns(columns))  # only the image headers are read here
     result = view.map(
         _sample_lengths_batch,
         batched=True,
@@ -370,6 +377,7 @@ def prepare_for_training(
 
 __all__ = [
     "SFTData",
+    "undecoded_images",
     "check_conversations",
     "conversation_of",
     "count_image_items",
