@@ -102,6 +102,7 @@ def viq_config(scale: float, depth_scale: float) -> ViQConfig:
         quantizer_num_layers=_depth(full.quantizer_num_layers, depth_scale),
         quantizer_attention_dim=_width(full.quantizer_attention_dim, scale, 2),
         embedder_num_residual_layers=_depth(full.embedder_num_residual_layers, depth_scale),
+        latent_norm_groups=math.gcd(full.latent_norm_groups, hidden),  # validated even without the decoder
         include_decoder=False,
     )
 
@@ -331,7 +332,7 @@ def measure(args, name: str, seq_len: int, budget_end: float) -> Row:
     dtype = DTYPES[args.dtype]
     model = build(viq, text, args.device, dtype, args.attn, args.trainable)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     batches = make_batch(model, packing, max(2, round(args.text_tokens * args.scale)), args.device, dtype)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     modes = ("pixels", "codes")
