@@ -142,12 +142,14 @@ def test_conversation_checks_name_the_row():
 
 
 def broken_copy(tmp_path: Path) -> Path:
-    """The tiny data with one image missing and one truncated (its header still reads)."""
+    """The tiny data with one image missing and one that is not an image (an error page saved as .png, say).
+
+    (A truncated PNG is no good here: lmms-eval, imported by other tests, sets PIL's LOAD_TRUNCATED_IMAGES for the
+    whole process, and PIL then fills the missing pixels in.)"""
     folder = tmp_path / "tiny"
     shutil.copytree(TINY_DATA.parent, folder)
     os.remove(folder / "images" / "001_red_square.png")
-    truncated = folder / "images" / "003_green_circle.png"
-    truncated.write_bytes(truncated.read_bytes()[:-30])  # its header reads, its pixels do not
+    (folder / "images" / "003_green_circle.png").write_bytes(b"<html>404 Not Found</html>")
     return folder / "llava.json"
 
 
@@ -164,10 +166,9 @@ def test_unreadable_images_are_skipped_and_counted(processor, tmp_path):
     assert refilled["input_ids"].shape[0] == 1 and collator.skipped.count == 3
     with pytest.raises(ValueError, match="no `source`"):
         ViQImageCollator(processor)([rows[1]])
-    # counting tokens reads headers: the missing file is found there already (the truncated PNG too, as PIL walks its
-    # chunks for EXIF), and those rows never reach the trainer
+    # counting tokens reads headers: both are found there already, and those rows never reach the trainer
     prepared = prepare_for_training(data, processor, max_length=4096)
-    assert 1 in data.skipped["unreadable"] and len(prepared) == len(rows) - len(data.skipped["unreadable"])
+    assert data.skipped["unreadable"] == [1, 3] and len(prepared) == len(rows) - 2
 
 
 def test_image_size_reads_headers_and_exif_orientation(tmp_path):
@@ -218,7 +219,7 @@ def test_image_columns_stay_undecoded_so_a_corrupt_image_is_one_skipped_sample(p
 
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(buffer, format="PNG")
-    good, corrupt = buffer.getvalue(), buffer.getvalue()[:-30]
+    good, corrupt = buffer.getvalue(), b"GIF89a" + bytes(40)  # not a decodable image
     messages = [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "Black."}]
     features = Features({"images": List(ImageFeature()), "messages": [{"role": Value("string"),
                          "content": Value("string")}]})  # fmt: skip
