@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
 """
-The training speed-up of precomputed codes (the ViQ paper, §4.3.1), measured side by side in one run.
+The training speed-up of precomputed codes (the ViQ paper, Sec. 4.3.1), measured side by side in one run.
 
 For each LLM size and packed sequence length, one VLM and one packed batch are built, and the same batch is fed
 (a) as pixels, through the frozen ViQ tokenizer (1.1B trunk + fusion block + quantizer + code embedder), and

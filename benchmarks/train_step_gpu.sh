@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU run of benchmarks/train_step.py at the paper's full sizes (§4.3.1): the ViQ-16k tokenizer (1.1B
+# One prepared GPU run of benchmarks/train_step.py at the paper's full sizes (Sec. 4.3.1): the ViQ-16k tokenizer (1.1B
 # trunk) with Qwen2.5-0.5B and -7B, packed 4k and 16k sequences, images up to 768x768, bf16, the LLM fully fine-tuned
 # with AdamW, decoder layers checkpointed; pixels through the frozen tokenizer vs precomputed codes, interleaved.
 # Made for a device lease of about 10 minutes (one H200: the 7B at 16k needs ~65 GiB of weights, gradients and AdamW

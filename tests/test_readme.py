@@ -10,6 +10,8 @@ in a temporary working folder that has the repository's `assets/`. Before a bloc
 * `"Qwen/Qwen2.5-0.5B-Instruct"` -> a 2-layer Qwen2 with the real Qwen2.5 tokenizer, saved to a folder;
 * `"me/viq-vlm"` -> a tiny ViQ VLM and its processor, saved as `push_to_hub` uploads them;
 * `"me/viq-16k"` -> the committed smoke checkpoint `examples/tiny-viq` (HF format);
+* `"outputs/tiny-sft"` (what the tiny training recipe writes) -> the tiny ViQ VLM above;
+* the bundled training images -> their path in the repository (the blocks run in another folder);
 * the two full-size sample photographs -> the small ones (the tiny VAE decoder is slow on large images).
 
 A snippet added to the README runs here too. If it names another model or file, add a line to [`SUBSTITUTIONS`]
@@ -43,6 +45,8 @@ SUBSTITUTIONS = {
     '"Qwen/Qwen2.5-0.5B-Instruct"': lambda f: repr(str(f["qwen"])),
     '"me/viq-vlm"': lambda f: repr(str(f["vlm"])),
     '"me/viq-16k"': lambda f: repr(str(REPO / "examples" / "tiny-viq")),
+    '"outputs/tiny-sft"': lambda f: repr(str(f["vlm"])),
+    '"training/data/tiny/': lambda f: '"' + str(REPO / "training" / "data" / "tiny") + "/",
     "chelsea_300x451.png": lambda f: "chelsea_small_64x80.png",
     "coffee_200x304.png": lambda f: "coffee_small_48x40.png",
 }
