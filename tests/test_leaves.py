@@ -84,6 +84,21 @@ def test_exif_orientation_and_errors(tmp_path):
     truncated.write_bytes(buffer.getvalue()[:200])
     with pytest.raises(ValueError, match=f"Cannot read the image file {truncated}"):
         open_image(truncated)
+    # even when another library made PIL tolerant of truncated files for the whole process
+    from PIL import ImageFile
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    half = tmp_path / "half.png"
+    half.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # a body cut short: PIL could fill it in
+    previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+    try:
+        with pytest.raises(ValueError, match="truncated"):
+            open_image(half)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
     (tmp_path / "text.png").write_text("hello")
     with pytest.raises(ValueError, match="not an image"):
         check_image_file(tmp_path / "text.png")

@@ -20,7 +20,7 @@ import struct
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 
 EXIF_ORIENTATION_TAG = 0x0112
@@ -66,6 +66,9 @@ def _exif_upright(image: Image.Image) -> Image.Image:
 
 def _read(handle_or_path, name: str | None) -> Image.Image:
     where = f" {name}" if name else ""
+    # Some libraries (lmms-eval among them) set PIL's process-wide LOAD_TRUNCATED_IMAGES, which fills a truncated
+    # file with grey instead of failing; a truncated image must fail here, so the flag is off while we decode.
+    tolerant, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with Image.open(handle_or_path) as image:
             image.load()  # decode now, so that truncation is detected here
@@ -77,6 +80,8 @@ def _read(handle_or_path, name: str | None) -> Image.Image:
         ) from error
     except PIL_READ_ERRORS as error:
         raise ValueError(f"Cannot read the image file{where} (corrupt, truncated or not an image): {error}") from error
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
 
 
 def open_image(source: Any) -> Image.Image:
