@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -15,7 +19,13 @@ from PIL import Image
 
 from transformers_viq import ViQImageProcessor, ViQModel, extract_codes, load_code_dataset
 from transformers_viq.cli import EXIT_OK, EXIT_USAGE, main
-from transformers_viq.extraction import METADATA_FILE
+from transformers_viq.extraction import (
+    METADATA_FILE,
+    default_num_workers,
+    pack_by_pixels,
+    process_device,
+    process_environment,
+)
 from transformers_viq.testing import tiny_config
 
 
@@ -119,8 +129,8 @@ def test_resume_after_kill_and_after_limit(tmp_path, source_dir, tiny):
     def kill(path):
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        extract_codes(source_dir, out, model, processor, batch_size=2, shard_size=2, progress=False,
+    with pytest.raises(KeyboardInterrupt):  # the serial path stops right after the first shard
+        extract_codes(source_dir, out, model, processor, batch_size=2, shard_size=2, progress=False, num_workers=0,
                       on_shard_written=kill)  # fmt: skip
     assert len(list(out.glob("codes-*.parquet"))) == 1
     result = extract_codes(source_dir, out, model, processor, batch_size=2, shard_size=2, progress=False)
@@ -186,3 +196,171 @@ def test_cli_extract_end_to_end(tmp_path, source_dir, capsys):
     assert main(["extract", str(tmp_path / "missing"), "-o", str(out), "--model", TINY, "--quiet"]) == EXIT_USAGE
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("viq: error: ") and "missing" in err[0]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The overlapped pipeline: same output as the serial path, resumable after a kill, one dtype per dataset
+# ------------------------------------------------------------------------------------------------------------------
+MIXED_SIZES = [(48, 64), (40, 40), None, (64, 32), (16, 80), "two", (2, 500), "none", (33, 50), (24, 64), None,
+               (64, 64), (32, 96), (56, 40)]  # fmt: skip
+MIXED_SKIPPED = [2, 6, 10]  # garbage bytes (2, 10); an aspect ratio the processor refuses (6)
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory) -> Path:
+    """Samples of mixed sizes, with unreadable and refused images, two images in one sample, none in another."""
+    images = []
+    for row, size in enumerate(MIXED_SIZES):
+        if size is None:
+            images.append([{"bytes": b"not an image at all", "path": None}])
+        elif size == "two":
+            images.append([{"bytes": _png(40, 24, row), "path": None}, {"bytes": _png(24, 40, 50), "path": None}])
+        elif size == "none":
+            images.append([])
+        else:
+            images.append([{"bytes": _png(*size, row), "path": None}])
+    features = datasets.Features({"images": datasets.List(datasets.Image()), "caption": datasets.Value("string")})
+    data = datasets.Dataset.from_dict(
+        {"images": images, "caption": [f"caption {row}" for row in range(len(images))]}, features=features
+    )
+    path = tmp_path_factory.mktemp("mixed") / "ds"
+    data.save_to_disk(str(path))
+    return path
+
+
+MIXED_OPTIONS = dict(max_batch_pixels=48 * 48, shard_size=3, progress=False)  # several batches, several shards
+
+
+def _rows_by_index(path) -> dict[int, dict]:
+    rows = load_code_dataset(path).to_list()
+    indices = [row["source_index"] for row in rows]
+    assert len(indices) == len(set(indices)), "a sample was written twice"
+    return {row["source_index"]: row for row in rows}
+
+
+def _skipped_indices(path) -> list[int]:
+    return sorted(json.loads(line)["source_index"] for p in path.glob("skipped-*.jsonl") for line in open(p))
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory, mixed_dir, tiny):
+    model, processor = tiny
+    out = tmp_path_factory.mktemp("serial") / "codes"
+    result = extract_codes(mixed_dir, out, model, processor, num_workers=0, **MIXED_OPTIONS)
+    return out, result
+
+
+def test_overlapped_run_equals_the_serial_run_byte_for_byte(tmp_path, mixed_dir, tiny, serial_run):
+    model, processor = tiny
+    serial, serial_result = serial_run
+    out = tmp_path / "codes"
+    result = extract_codes(mixed_dir, out, model, processor, num_workers=2, **MIXED_OPTIONS)
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in serial.iterdir())
+    for name in [p.name for p in serial.glob("codes-*.parquet")] + ["skipped-00000.jsonl"]:
+        assert (out / name).read_bytes() == (serial / name).read_bytes(), name
+    for key in ("num_written", "num_skipped", "num_images", "source_bytes", "stored_bytes"):
+        assert getattr(result, key) == getattr(serial_result, key), key
+    assert len(result.shards) == 4 and result.num_images == len(MIXED_SIZES) - len(MIXED_SKIPPED)  # one has 2, one 0
+    assert _skipped_indices(out) == MIXED_SKIPPED
+    assert "aspect ratio" in (out / "skipped-00000.jsonl").read_text()
+    rows = _rows_by_index(out)
+    assert sorted(rows) == [row for row in range(len(MIXED_SIZES)) if row not in MIXED_SKIPPED]
+    assert rows[7]["image_codes"] == [] and len(rows[5]["image_codes"]) == 2
+    assert result.stored_bytes == sum(os.path.getsize(path) for path in result.shards)
+    assert set(result.stage_seconds) == {"read_decode", "preprocess", "encode", "write"}
+
+
+def test_batches_are_packed_by_pixels():
+    assert pack_by_pixels([100, 100, 100, 250, 50, 50], max_batch_pixels=200) == [[0, 1], [2], [3], [4, 5]]
+    assert pack_by_pixels([100, 0, 100], max_batch_pixels=150, images=[1, 0, 1]) == [[0, 1], [2]]  # text-only rides
+    assert pack_by_pixels([10] * 5, max_batch_pixels=1000, max_batch_images=2) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError, match="image counts"):
+        pack_by_pixels([1, 2], images=[1])
+
+
+def test_a_stopped_overlapped_run_resumes_without_loss_or_duplicates(tmp_path, mixed_dir, tiny, serial_run):
+    model, processor = tiny
+    out = tmp_path / "codes"
+
+    def stop(path):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # workers and the writer thread are busy when it stops
+        extract_codes(mixed_dir, out, model, processor, num_workers=2, on_shard_written=stop, **MIXED_OPTIONS)
+    assert 1 <= len(list(out.glob("codes-*.parquet"))) < 4 and not list(out.glob(".*.tmp"))
+    result = extract_codes(mixed_dir, out, model, processor, num_workers=2, **MIXED_OPTIONS)
+    assert result.num_already_done >= 3
+    serial = _rows_by_index(serial_run[0])
+    assert _rows_by_index(out) == serial and _skipped_indices(out) == MIXED_SKIPPED
+
+
+KILL_AFTER_FIRST_SHARD = """
+import os, signal, sys
+from transformers_viq import ViQImageProcessor, ViQModel, extract_codes
+model, processor = ViQModel.from_pretrained(sys.argv[1]).eval(), ViQImageProcessor.from_pretrained(sys.argv[1])
+extract_codes(sys.argv[2], sys.argv[3], model, processor, num_workers=2, max_batch_pixels=48 * 48, shard_size=3,
+              progress=False, on_shard_written=lambda path: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+def test_a_killed_overlapped_run_resumes_without_loss_or_duplicates(tmp_path, mixed_dir, tiny, serial_run):
+    """SIGKILL of the main process as its first shard lands, while workers read and the writer thread writes."""
+    model, processor = tiny
+    out = tmp_path / "codes"
+    process = subprocess.Popen([sys.executable, "-c", KILL_AFTER_FIRST_SHARD, TINY, str(mixed_dir), str(out)],
+                               start_new_session=True, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert process.wait(timeout=300) == -signal.SIGKILL
+    finally:
+        try:  # the orphaned reader processes, if any are left
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert 1 <= len(list(out.glob("codes-*.parquet"))) < 4
+    result = extract_codes(mixed_dir, out, model, processor, num_workers=2, **MIXED_OPTIONS)
+    assert result.num_already_done >= 3 and not list(out.glob(".*.tmp"))
+    assert _rows_by_index(out) == _rows_by_index(serial_run[0]) and _skipped_indices(out) == MIXED_SKIPPED
+
+
+def test_resuming_with_another_dtype_is_refused(tmp_path, source_dir, tiny, capsys):
+    model, processor = tiny
+    out = tmp_path / "codes"
+    extract_codes(source_dir, out, model, processor, limit=2, num_workers=0, progress=False)
+    assert json.loads((out / METADATA_FILE).read_text())["dtype"] == "float32"
+    bf16 = ViQModel.from_pretrained(TINY, dtype=torch.bfloat16).eval()
+    with pytest.raises(ValueError, match=r"made in float32, and this run encodes in bfloat16.*must not mix"):
+        extract_codes(source_dir, out, bf16, processor, num_workers=0, progress=False)
+    args = ["extract", str(source_dir), "-o", str(out), "--model", TINY, "--device", "cpu", "--quiet"]
+    assert main([*args, "--dtype", "bfloat16"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "float32" in err[0] and "--dtype" in err[0]
+    assert len(list(out.glob("codes-*.parquet"))) == 1  # nothing was added
+
+
+def test_process_environment_as_torchrun_sets_it():
+    env = process_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size) == (3, 4, 1, 2)
+    assert process_environment({}) == process_environment({"RANK": "", "WORLD_SIZE": ""})
+    assert (process_environment({}).rank, process_environment({}).world_size) == (0, 1)
+    with pytest.raises(ValueError, match="WORLD_SIZE='two'"):
+        process_environment({"WORLD_SIZE": "two"})
+    with pytest.raises(ValueError, match=r"RANK=2 is not in \[0, WORLD_SIZE=2\)"):
+        process_environment({"RANK": "2", "WORLD_SIZE": "2"})
+    assert default_num_workers() >= 1 and default_num_workers(local_world_size=10_000) == 1
+    if not torch.cuda.is_available():
+        assert process_device("auto", 1) == "auto" and process_device("cpu", 1) == "cpu"
+
+
+def test_two_processes_under_torchrun_equal_one_process(tmp_path, mixed_dir, tiny, serial_run):
+    """`torchrun --nproc_per_node 2 -m transformers_viq.cli extract ...` on CPU gives the dataset of one process."""
+    out = tmp_path / "codes"
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    command = [*torchrun, "-m", "transformers_viq.cli", "extract", str(mixed_dir), "-o", str(out), "--model", TINY,
+               "--device", "cpu", "--num-workers", "1", "--shard-size", "3",
+               "--max-batch-pixels", str(48 * 48)]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "rank 0/2" in run.stdout and "rank 1/2" in run.stdout and "images/s" in run.stdout
+    assert {p.name[:11] for p in out.glob("codes-*.parquet")} == {"codes-00000", "codes-00001"}
+    assert _rows_by_index(out) == _rows_by_index(serial_run[0]) and _skipped_indices(out) == MIXED_SKIPPED

@@ -369,26 +369,42 @@ def command_convert(args) -> int:
 
 
 def command_extract(args) -> int:
-    from .extraction import extract_codes
+    from .extraction import (
+        DEFAULT_MAX_BATCH_PIXELS,
+        default_num_workers,
+        dtype_name,
+        extract_codes,
+        is_llava_json,
+        process_device,
+        process_environment,
+    )
     from .pipeline import looks_like_path
     from .validation import IncompatibleCodebookError
 
     dataset = args.dataset
     if (looks_like_path(dataset) or os.sep in dataset) and not os.path.exists(os.path.expanduser(dataset)):
         raise CLIError(f"no such dataset: {dataset}", EXIT_USAGE)
+    if args.image_folder is not None:
+        if not is_llava_json(dataset):
+            raise CLIError("--image-folder applies to LLaVA-style .json/.jsonl files only", EXIT_USAGE)
+        if not os.path.isdir(os.path.expanduser(args.image_folder)):
+            raise CLIError(f"no such image folder: {args.image_folder}", EXIT_USAGE)
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise CLIError(f"-o {output} is a file; give a folder for the shards", EXIT_USAGE)
     try:
-        rank = int(os.environ.get("RANK", "0")) if args.rank is None else args.rank
-        world_size = int(os.environ.get("WORLD_SIZE", "1")) if args.world_size is None else args.world_size
+        env = process_environment()  # RANK/WORLD_SIZE/LOCAL_RANK as torchrun and accelerate launch set them
     except ValueError as error:
-        raise CLIError(f"bad RANK/WORLD_SIZE in the environment: {one_line(error)}", EXIT_USAGE) from None
+        raise CLIError(f"bad process environment: {one_line(error)}", EXIT_USAGE) from None
+    rank = env.rank if args.rank is None else args.rank
+    world_size = env.world_size if args.world_size is None else args.world_size
     if world_size < 1 or not 0 <= rank < world_size:
         raise CLIError(f"rank {rank} is not in [0, world size {world_size})", EXIT_USAGE)
     text_columns = None
     if args.text_columns is not None:
         text_columns = [name.strip() for name in args.text_columns.split(",") if name.strip()]
+    num_workers = default_num_workers(env.local_world_size) if args.num_workers is None else args.num_workers
+    args.device = process_device(args.device, env.local_rank)  # one GPU per process of a job: cuda:LOCAL_RANK
     pipe = _load(args)
     try:
         result = extract_codes(
@@ -398,7 +414,10 @@ def command_extract(args) -> int:
             split=args.split,
             image_column=args.image_column,
             text_columns=text_columns,
+            image_folder=args.image_folder,
+            max_batch_pixels=args.max_batch_pixels or DEFAULT_MAX_BATCH_PIXELS,
             batch_size=args.batch_size,
+            num_workers=num_workers,
             shard_size=args.shard_size,
             limit=args.limit,
             rank=rank,
@@ -412,12 +431,46 @@ def command_extract(args) -> int:
         raise CLIError(one_line(error), EXIT_INCOMPATIBLE) from error
     except ValueError as error:
         raise CLIError(one_line(error), EXIT_USAGE) from error
-    _say(
-        args,
+    summary = (
         f"rank {rank}/{world_size}: {result.num_written} sample(s) written in {len(result.shards)} shard(s), "
-        f"{result.num_skipped} unreadable skipped, {result.num_already_done} already done -> {output}/",
+        f"{result.num_skipped} unreadable skipped, {result.num_already_done} already done -> {output}/"
     )
+    if result.num_images:
+        summary += (
+            f"\n  {result.num_images} image(s) in {result.seconds:.1f} s: {result.images_per_second:.1f} images/s "
+            f"({dtype_name(pipe.dtype)} on {pipe.device}, {num_workers} reader process(es)); stored "
+            f"{result.stored_bytes_per_image:,.0f} bytes per image"
+        )
+        if result.source_bytes:
+            summary += f" (source files: {result.source_bytes_per_image:,.0f} bytes per image)"
+    _say(args, summary)
     return EXIT_OK
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _own_copy_of_option(parser: argparse.ArgumentParser, dest: str, **changes) -> None:
+    """Give one subcommand its own copy of an option it shares with others through a parent parser (argparse shares
+    the parent's action objects), with other `default`/`help`."""
+    import copy
+
+    shared = next(action for action in parser._actions if action.dest == dest)
+    own = copy.copy(shared)
+    for name, value in changes.items():
+        setattr(own, name, value)
+    for container in (parser, *parser._action_groups):
+        actions = container._group_actions if container is not parser else parser._actions
+        actions[:] = [own if action is shared else action for action in actions]
+    for option in own.option_strings:
+        parser._option_string_actions[option] = own
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -563,17 +616,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = add(
         "extract",
-        "Extract a `datasets` dataset of images to Parquet shards of uint16 codes (with the text columns and the "
-        "source row index) plus viq_codes.json. Resumable: run it again to continue; RANK/WORLD_SIZE (or --rank/"
-        "--world-size) split the work across processes. Unreadable images are logged and skipped (skipped-*.jsonl).",
+        "Extract a `datasets` dataset of images, or a LLaVA-style JSON file, to Parquet shards of uint16 codes (with "
+        "the text columns and the source row index) plus viq_codes.json. Reading, decoding and preprocessing run in "
+        "--num-workers processes while the model encodes batches packed by --max-batch-pixels, and shards are written "
+        "meanwhile. Resumable: run it again to continue; RANK/WORLD_SIZE (as torchrun and accelerate launch set them; "
+        "or --rank/--world-size) split the work across processes, each on cuda:LOCAL_RANK. Unreadable images are "
+        "logged and skipped (skipped-*.jsonl).",
         [common, model, preprocess],
     )
-    extract.add_argument("dataset", metavar="DATASET", help="save_to_disk folder, or a name/path for load_dataset")
+    extract.add_argument(
+        "dataset", metavar="DATASET", help="save_to_disk folder, LLaVA-style .json/.jsonl file, or a load_dataset name"
+    )
     extract.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the shards")
     extract.add_argument("--split", default=None, help="split to extract (needed when the dataset has several)")
-    extract.add_argument("--image-column", default=None, help="image column (default: the first Image column)")
+    extract.add_argument("--image-column", default=None,
+                         help="image column (default: the first Image column; `images` for LLaVA JSON)")  # fmt: skip
+    extract.add_argument("--image-folder", default=None, metavar="DIR",
+                         help="folder the image paths of a LLaVA JSON file are relative to")  # fmt: skip
     extract.add_argument("--text-columns", default=None, metavar="A,B",
                          help="comma-separated columns to carry over (default: every non-image column)")  # fmt: skip
+    extract.add_argument("--max-batch-pixels", type=_positive_int, default=None, metavar="N",
+                         help="processed pixels per packed model call; a larger image is encoded alone "
+                         "(default: four 1024x1024 images' worth, 4194304)")  # fmt: skip
+    _own_copy_of_option(extract, "batch_size", default=None,
+                        help="also at most this many images per packed model call (default: no limit)")  # fmt: skip
+    extract.add_argument("--num-workers", type=_non_negative_int, default=None, metavar="N",
+                         help="reader processes (read, decode, preprocess) running while the model encodes; "
+                         "0 runs every stage in turn (default: this process's share of the CPUs less one, "
+                         "at most 16)")  # fmt: skip
     extract.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard (default 1000)")
     extract.add_argument("--limit", type=_positive_int, default=None, help="only the first N samples")
     extract.add_argument("--overwrite", action="store_true", help="delete this rank's shards and start over")

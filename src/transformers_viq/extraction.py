@@ -1,9 +1,9 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""Extract a `datasets` dataset of images (and text) to a dataset of ViQ codes.
+"""Extract a `datasets` dataset of images (and text), or LLaVA-style JSON, to a dataset of ViQ codes.
 
 [`extract_codes`] writes a folder
 
-    viq_codes.json                         which model and codebook made the codes, processor settings, source
+    viq_codes.json                         which model, codebook and dtype made the codes, processor settings, source
     codes-{rank:05d}-{index:05d}.parquet   shards; one row per source sample:
                                                image_codes   list of uint16 lists, one per image of the sample
                                                image_grid_hw list of [h, w] (int32), one per image
@@ -11,11 +11,26 @@
                                                ... the carried (text) columns of the source
     skipped-{rank:05d}.jsonl               samples whose images could not be read: {"source_index", "error"}
 
+The work runs as a pipeline whose stages overlap (`num_workers > 0`, the default):
+
+1. **read, decode, pre-process**: `num_workers` worker processes (a `torch.utils.data.DataLoader`) each take a few
+   consecutive samples, read and decode their images and run the image processor on them;
+2. **encode**: the calling process packs the samples, in source order, into batches by a pixel budget
+   (`max_batch_pixels`, the processed pixels of a batch; a larger sample is encoded alone) and encodes each batch in
+   one packed call. On CUDA the patches go through pinned memory with non-blocking copies, and the next batch is
+   packed while the device works on the current one;
+3. **write**: a writer thread turns finished rows into Parquet shards.
+
+`num_workers=0` runs the same stages one after the other in the calling thread (the serial path). Both paths form
+the same batches from the same samples in the same order, so they write the same shards and the same skip log, byte
+for byte.
+
 Shards are written atomically (a hidden temporary file, then a rename), so a killed run is continued by running it
 again: the source indices held by the finished shards (and those recorded as skipped) are not processed again, and
 nothing is lost or duplicated. `rank`/`world_size` split the dataset into contiguous blocks; each rank writes its own
 shards (and skipped file), rank 0 writes `viq_codes.json`, and every rank refuses a folder made with another model,
-codebook or preprocessing.
+codebook, dtype or preprocessing (bf16 and fp32 give different codes for many positions, so one dataset never mixes
+them). [`process_environment`] reads the rank of this process as `torchrun` and `accelerate launch` set it.
 
 [`load_code_dataset`] reads the folder back as a `datasets.Dataset`, and refuses codes from another codebook than the
 given config's.
@@ -23,11 +38,13 @@ given config's.
 
 from __future__ import annotations
 
+import collections
 import glob
 import json
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +62,13 @@ METADATA_FILE = "viq_codes.json"
 FORMAT_NAME = "viq-code-dataset"
 FORMAT_VERSION = 1
 OUTPUT_COLUMNS = ("image_codes", "image_grid_hw", "source_index")
+DEFAULT_MAX_BATCH_PIXELS = 4 * 1024 * 1024  # processed pixels per packed encode call (four 1024x1024 images)
+LLAVA_SUFFIXES = (".json", ".jsonl")
 _SHARD_RE = re.compile(r"^codes-(\d{5,})-(\d{5,})\.parquet$")
+_SAMPLES_PER_TASK = 4  # consecutive samples a worker reads, decodes and pre-processes per task
+_PREFETCH_TASKS = 4  # tasks each worker may run ahead of the encoder
+_MAX_PENDING_SHARDS = 2  # finished shards waiting for the writer before the encoder waits for it
+_MAX_WORKERS = 16
 
 
 @dataclass
@@ -60,18 +83,114 @@ class ExtractionResult:
     num_skipped: int  # unreadable samples skipped in this call
     num_already_done: int  # samples found done (written or skipped) by an earlier run
     shards: list[str] = field(default_factory=list)  # shards written in this call
+    num_images: int = 0  # images encoded and written in this call
+    seconds: float = 0.0  # wall time of the pipeline in this call
+    source_bytes: int = 0  # bytes of the source image files of the written samples (as stored: JPEG, PNG, ...)
+    stored_bytes: int = 0  # bytes of the shards written in this call
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # busy time of each stage (workers summed)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.num_images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def stored_bytes_per_image(self) -> float:
+        """Shard bytes (codes, grids and carried text) per image written."""
+        return self.stored_bytes / self.num_images if self.num_images else 0.0
+
+    @property
+    def source_bytes_per_image(self) -> float:
+        """Source file bytes per image written (0 when the source holds decoded images rather than files)."""
+        return self.source_bytes / self.num_images if self.num_images else 0.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Processes: ranks, devices, workers
+# ------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProcessEnvironment:
+    """Where this process stands among the processes of one job (as `torchrun` / `accelerate launch` set it)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0  # rank on this machine: picks the GPU
+    local_world_size: int = 1  # processes on this machine: share its CPUs
+
+
+def process_environment(environ: Mapping[str, str] | None = None) -> ProcessEnvironment:
+    """
+    This process's `RANK`, `WORLD_SIZE`, `LOCAL_RANK` and `LOCAL_WORLD_SIZE`, the variables `torchrun` and
+    `accelerate launch` set for each process they start (defaults: a single process). The one place the library reads
+    them.
+
+    Raises:
+        `ValueError` naming the variable when one is not an integer, or when the rank is not in `[0, WORLD_SIZE)`.
+    """
+    environ = os.environ if environ is None else environ
+
+    def read(name: str, default: int) -> int:
+        text = environ.get(name, "").strip()
+        if not text:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"the environment variable {name}={text!r} is not an integer") from None
+
+    rank, world_size = read("RANK", 0), read("WORLD_SIZE", 1)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world_size})")
+    local_world_size = max(1, read("LOCAL_WORLD_SIZE", 1))
+    return ProcessEnvironment(rank, world_size, read("LOCAL_RANK", 0), local_world_size)
+
+
+def process_device(device: str, local_rank: int = 0) -> str:
+    """The device of one process of a job: `auto` and `cuda` become `cuda:LOCAL_RANK` where CUDA is available."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{local_rank % max(1, torch.cuda.device_count())}"
+    return device
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_num_workers(local_world_size: int = 1) -> int:
+    """Reader processes per extraction process: this process's share of the CPUs, less one for the encoder/writer."""
+    share = available_cpus() // max(1, local_world_size)
+    return max(1, min(_MAX_WORKERS, share - 1))
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Source dataset
 # ------------------------------------------------------------------------------------------------------------------
-def load_source_dataset(dataset: Any, split: str | None = None):
+def is_llava_json(dataset: Any) -> bool:
+    """Whether `dataset` is the path of a LLaVA-style `.json`/`.jsonl` file."""
+    if not isinstance(dataset, (str, os.PathLike)):
+        return False
+    path = os.path.expanduser(os.fspath(dataset))
+    return path.lower().endswith(LLAVA_SUFFIXES) and os.path.isfile(path)
+
+
+def load_source_dataset(dataset: Any, split: str | None = None, image_folder: str | os.PathLike | None = None):
     """
-    A `datasets.Dataset` from a `Dataset`, a `DatasetDict` (with `split`), a folder written by `save_to_disk`, or a
-    name/path for `datasets.load_dataset`. A missing local path raises `FileNotFoundError`.
+    A `datasets.Dataset` from a `Dataset`, a `DatasetDict` (with `split`), a folder written by `save_to_disk`, a
+    LLaVA-style `.json`/`.jsonl` file (read by `llava_data.load_llava_json`, image paths relative to `image_folder`),
+    or a name/path for `datasets.load_dataset`. A missing local path raises `FileNotFoundError`.
     """
     import datasets
 
+    if is_llava_json(dataset):
+        from .llava_data import load_llava_json
+
+        return load_llava_json(os.path.expanduser(os.fspath(dataset)), image_folder=image_folder)
+    if image_folder is not None:
+        raise ValueError("image_folder (--image-folder) applies to LLaVA-style .json/.jsonl files only")
     if isinstance(dataset, (str, os.PathLike)):
         path = os.fspath(dataset)
         expanded = os.path.expanduser(path)
@@ -133,8 +252,12 @@ def _undecoded(feature):
     return datasets.List(datasets.Image(decode=False), length=getattr(feature, "length", -1))
 
 
+_ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def _short(error: BaseException) -> str:
-    return f"{type(error).__name__}: {one_line(error)}"
+    """An error on one line, without the memory addresses of object reprs (the skip log is the same run to run)."""
+    return _ADDRESS_RE.sub("", f"{type(error).__name__}: {one_line(error)}")
 
 
 def _rank_range(num_rows: int, rank: int, world_size: int) -> range:
@@ -198,22 +321,339 @@ def read_code_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
-_CHECKED_KEYS = ("fsq_levels", "codes_per_patch", "patch_size", "model", "processor", "image_column")
+_CHECKED_KEYS = ("fsq_levels", "codes_per_patch", "patch_size", "model", "dtype", "processor", "image_column")
 
 
 def _check_same_run(existing: dict, meta: dict, output_dir: str) -> None:
+    start_over = "use another folder or overwrite=True (--overwrite) to start over"
     for key in _CHECKED_KEYS:
-        if existing.get(key) != meta.get(key):
-            error = IncompatibleCodebookError if key in ("fsq_levels", "codes_per_patch") else ValueError
-            raise error(
-                f"{output_dir} holds codes made with {key}={existing.get(key)!r}, not {meta.get(key)!r}; "
-                "use another folder or overwrite=True (--overwrite) to start over"
+        if existing.get(key) == meta.get(key):
+            continue
+        if key == "dtype":
+            made = existing.get("dtype")
+            made = f"in {made}" if made else "by a version that did not record the dtype"
+            raise ValueError(
+                f"{output_dir} holds codes made {made}, and this run encodes in {meta['dtype']}: bf16 and fp32 give "
+                f"different codes for many positions, so one dataset must not mix them. Run with the dtype the "
+                f"folder was made with (--dtype), or {start_over}"
             )
+        error = IncompatibleCodebookError if key in ("fsq_levels", "codes_per_patch") else ValueError
+        raise error(
+            f"{output_dir} holds codes made with {key}={existing.get(key)!r}, not {meta.get(key)!r}; {start_over}"
+        )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The pipeline's pieces: batches by pixels, the reader (in the workers), the encoder, the shard writer
+# ------------------------------------------------------------------------------------------------------------------
+def _starts_new_batch(batch_pixels: int, batch_images: int, pixels: int, images: int, max_batch_pixels: int,
+                      max_batch_images: int | None) -> bool:  # fmt: skip
+    """The one packing rule: a sample with images opens a new batch when it would overflow a non-empty one."""
+    if not (batch_images and images):
+        return False
+    too_many = max_batch_images is not None and batch_images + images > max_batch_images
+    return batch_pixels + pixels > max_batch_pixels or too_many
+
+
+def pack_by_pixels(
+    pixels: Sequence[int],
+    max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+    images: Sequence[int] | None = None,
+    max_batch_images: int | None = None,
+) -> list[list[int]]:
+    """
+    Consecutive samples grouped into batches by a pixel budget, as [`extract_codes`] groups them.
+
+    Args:
+        pixels: the processed pixels of each sample (all its images, padding included).
+        max_batch_pixels: a batch holds at most this many pixels, unless one sample alone is larger (it then is a
+            batch of its own).
+        images: the number of images of each sample (default 1 each); samples without images join any batch.
+        max_batch_images: optionally, at most this many images per batch too.
+
+    Returns:
+        The positions of the samples of each batch, in order.
+    """
+    images = [1] * len(pixels) if images is None else list(images)
+    if len(images) != len(pixels):
+        raise ValueError(f"{len(pixels)} pixel counts but {len(images)} image counts")
+    batches: list[list[int]] = []
+    batch_pixels = batch_images = 0
+    for position, (count, num) in enumerate(zip(pixels, images)):
+        if not batches or _starts_new_batch(batch_pixels, batch_images, count, num, max_batch_pixels,
+                                            max_batch_images):  # fmt: skip
+            batches.append([])
+            batch_pixels = batch_images = 0
+        batches[-1].append(position)
+        batch_pixels += count
+        batch_images += num
+    return batches
+
+
+@dataclass
+class _Entry:
+    """One sample as the reader hands it over: its images' patches, or why it is skipped."""
+
+    index: int
+    carried: dict
+    num_images: int = 0
+    num_patches: int = 0
+    source_bytes: int = 0
+    error: str | None = None
+
+
+def _source_bytes(item: Any) -> int:
+    """Bytes of an image as stored in the source (its encoded bytes or its file); 0 for decoded images."""
+    if isinstance(item, dict):
+        if item.get("bytes") is not None:
+            return len(item["bytes"])
+        item = item.get("path")
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return len(item)
+    if isinstance(item, (str, os.PathLike)) and os.path.isfile(item):
+        return os.path.getsize(item)
+    return 0
+
+
+def _keep(item):
+    """The DataLoader's collate function: hand the reader's task over as it is."""
+    return item
+
+
+class SampleReader:
+    """
+    Reads, decodes and pre-processes consecutive samples of a source dataset: one task of the pipeline's first stage
+    (a `torch.utils.data.Dataset`: `reader[k]` does task `k`; the `DataLoader` workers run it).
+
+    Args:
+        source: the `datasets.Dataset` (images undecoded: bytes/path dicts, paths, ...).
+        image_column, text_columns: the column of images (one or a list per sample) and the columns carried over.
+        processor: the `ViQImageProcessor`.
+        tasks: the source indices of each task.
+
+    A task gives a dict: `entries` (one [`_Entry`] per sample, in order), `pixel_values` (float32, the patches of the
+    task's readable samples, packed), `image_grid_hw` (int64 `(num_images, 2)`) and `seconds` (time spent reading +
+    decoding, and pre-processing).
+    """
+
+    def __init__(self, source, image_column: str, text_columns: Sequence[str], processor,
+                 tasks: Sequence[Sequence[int]]):  # fmt: skip
+        self.source = source
+        self.image_column = image_column
+        self.text_columns = list(text_columns)
+        self.processor = processor
+        self.tasks = [list(task) for task in tasks]
+        self.patch_dim = 3 * int(processor.patch_size) ** 2
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, task: int) -> dict:
+        import torch
+
+        started = time.perf_counter()
+        indices = self.tasks[task]
+        batch = self.source[indices]
+        decoded = []
+        for position, index in enumerate(indices):
+            entry = _Entry(index, {name: batch[name][position] for name in self.text_columns})
+            value = batch[self.image_column][position]
+            values = [item for item in (value if isinstance(value, (list, tuple)) else [value]) if item is not None]
+            try:
+                images = [open_image(item) for item in values]
+            except Exception as error:  # noqa: BLE001 - unreadable image: the sample is recorded as skipped
+                entry.error = _short(error)
+                images = []
+            else:
+                entry.num_images = len(images)
+                entry.source_bytes = sum(_source_bytes(item) for item in values)
+            decoded.append((entry, images))
+        read_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        patches, grids = [], []
+        for entry, images in decoded:
+            if not images:
+                continue
+            try:
+                inputs = self.processor(images=images, return_tensors="pt")
+            except Exception as error:  # noqa: BLE001 - an image the processor refuses: skipped too
+                entry.error, entry.num_images = _short(error), 0
+                continue
+            patches.append(inputs["pixel_values"])
+            grids.append(inputs["image_grid_hw"])
+            entry.num_patches = int(inputs["pixel_values"].shape[0])
+        pixel_values = torch.cat(patches) if patches else torch.empty(0, self.patch_dim)
+        image_grid_hw = torch.cat(grids) if grids else torch.empty(0, 2, dtype=torch.long)
+        preprocess_seconds = time.perf_counter() - started
+        return {
+            "entries": [entry for entry, _ in decoded],
+            "pixel_values": pixel_values,
+            "image_grid_hw": image_grid_hw,
+            "seconds": (read_seconds, preprocess_seconds),
+        }
+
+
+def _tasks(reader: SampleReader, num_workers: int) -> Iterator[dict]:
+    """The reader's tasks in order: in the calling thread (`num_workers=0`), or from a `DataLoader`'s workers."""
+    if num_workers == 0 or len(reader) == 0:
+        for task in range(len(reader)):
+            yield reader[task]
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(reader, batch_size=None, shuffle=False, num_workers=min(num_workers, len(reader)),
+                        collate_fn=_keep, prefetch_factor=_PREFETCH_TASKS)  # fmt: skip
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    finally:
+        iterator._shutdown_workers()  # at once, also when the run stops early (an error, Ctrl-C)
+
+
+@dataclass
+class _Ready:
+    """A readable sample waiting in the encoder's batch: views into its task's packed patches."""
+
+    entry: _Entry
+    pixel_values: Any
+    image_grid_hw: Any
+
+
+@dataclass
+class _Launched:
+    """An encode call on its way: the codes (on CUDA, being copied to pinned memory until `event`), the grid."""
+
+    samples: list[_Ready]
+    codes: Any = None
+    image_grid_hw: Any = None
+    event: Any = None
+    keep: Any = None  # the pinned input buffer, alive until the call is finished
+
+
+class _Encoder:
+    """Packs ready samples into one call of `model.encode` (pinned memory and non-blocking copies on CUDA)."""
+
+    def __init__(self, model):
+        parameter = next(model.parameters())
+        self.model = model
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.cuda = self.device.type == "cuda"
+        self.per_patch = int(model.config.codes_per_patch)
+        self.seconds = 0.0
+
+    def launch(self, samples: list[_Ready]) -> _Launched:
+        import torch
+
+        launched = _Launched(samples)
+        parts = [sample.pixel_values for sample in samples if sample.entry.num_images]
+        if not parts:
+            return launched
+        started = time.perf_counter()
+        grid = torch.cat([sample.image_grid_hw for sample in samples if sample.entry.num_images])
+        if self.cuda:
+            staged = torch.empty((sum(part.shape[0] for part in parts), parts[0].shape[1]), pin_memory=True)
+            torch.cat(parts, out=staged)
+            pixel_values = staged.to(self.device, non_blocking=True).to(self.dtype)
+            launched.keep = staged
+        else:
+            pixel_values = (torch.cat(parts) if len(parts) > 1 else parts[0]).to(self.dtype)
+        out = self.model.encode(pixel_values, grid, return_pooler_output=False)
+        launched.image_grid_hw, launched.codes = grid, out.image_codes
+        if self.cuda:
+            launched.codes = torch.empty(out.image_codes.shape, dtype=out.image_codes.dtype, pin_memory=True)
+            launched.codes.copy_(out.image_codes, non_blocking=True)
+            launched.event = torch.cuda.Event()
+            launched.event.record()
+        self.seconds += time.perf_counter() - started
+        return launched
+
+    def finish(self, launched: _Launched) -> list[tuple[_Entry, list, list]]:
+        """`(entry, codes per image as uint16 arrays, [h, w] per image)` for each sample of the call, in order."""
+        import torch
+
+        if launched.codes is None:
+            return [(sample.entry, [], []) for sample in launched.samples]
+        started = time.perf_counter()
+        if launched.event is not None:
+            launched.event.synchronize()
+        grid = launched.image_grid_hw
+        counts = (self.per_patch * grid[:, 0] * grid[:, 1]).tolist()
+        codes = [part.numpy().astype(np.uint16) for part in launched.codes.cpu().split(counts)]
+        grids = grid.to(torch.int32).tolist()
+        results, position = [], 0
+        for sample in launched.samples:
+            count = sample.entry.num_images
+            results.append((sample.entry, codes[position : position + count], grids[position : position + count]))
+            position += count
+        self.seconds += time.perf_counter() - started
+        return results
+
+
+def write_code_shard(path: str | os.PathLike, rows: Sequence[dict], features) -> int:
+    """Write rows (dicts with the columns of `features`) as one Parquet shard, atomically; returns its bytes."""
+    import datasets
+
+    table = {column: [row[column] for row in rows] for column in features}
+    with atomic_path(path) as temporary:  # a killed run leaves no half-written shard
+        datasets.Dataset.from_dict(table, features=features).to_parquet(temporary)
+    return os.path.getsize(path)
+
+
+class _ShardWriter:
+    """Writes shards in order: in a writer thread (`threaded`), or at once in the calling thread."""
+
+    def __init__(self, output_dir: str, rank: int, first_shard: int, features, threaded: bool,
+                 done: Callable[[str, int, int], None]):  # fmt: skip
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.output_dir, self.rank, self.next_shard, self.features = output_dir, rank, first_shard, features
+        self.done = done  # called in the calling thread with (path, rows, bytes) once a shard is on disk
+        self.seconds = 0.0
+        self.pending: collections.deque = collections.deque()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="viq-extract-writer") if threaded else None
+
+    def _write(self, path: str, rows: list[dict]) -> int:
+        started = time.perf_counter()
+        size = write_code_shard(path, rows, self.features)
+        self.seconds += time.perf_counter() - started
+        return size
+
+    def submit(self, rows: list[dict]) -> None:
+        path = os.path.join(self.output_dir, f"codes-{self.rank:05d}-{self.next_shard:05d}.parquet")
+        self.next_shard += 1
+        if self.executor is None:
+            self.done(path, len(rows), self._write(path, rows))
+            return
+        self.pending.append((path, len(rows), self.executor.submit(self._write, path, rows)))
+        while self.pending and (self.pending[0][2].done() or len(self.pending) > _MAX_PENDING_SHARDS):
+            self._complete_oldest()
+
+    def _complete_oldest(self) -> None:
+        path, num_rows, future = self.pending.popleft()
+        self.done(path, num_rows, future.result())  # a failed write raises here, in the calling thread
+
+    def close(self) -> None:
+        """Wait for every shard to be written."""
+        while self.pending:
+            self._complete_oldest()
+        if self.executor is not None:
+            self.executor.shutdown()
+
+    def abort(self) -> None:
+        """Stop: shards not started are dropped (they are redone on resume); one being written is finished."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Extraction
 # ------------------------------------------------------------------------------------------------------------------
+def dtype_name(dtype) -> str:
+    """`torch.bfloat16` -> `"bfloat16"` (as recorded in `viq_codes.json`)."""
+    return str(dtype).removeprefix("torch.")
+
+
 def extract_codes(
     dataset: Any,
     output_dir: str | os.PathLike,
@@ -223,7 +663,10 @@ def extract_codes(
     split: str | None = None,
     image_column: str | None = None,
     text_columns: list[str] | None = None,
-    batch_size: int = 8,
+    image_folder: str | os.PathLike | None = None,
+    max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
     shard_size: int = 1000,
     limit: int | None = None,
     rank: int = 0,
@@ -239,27 +682,45 @@ def extract_codes(
     Encode every image of a dataset to ViQ codes and write them, with the carried columns, as Parquet shards.
 
     Args:
-        dataset: a `datasets.Dataset`/`DatasetDict`, a `save_to_disk` folder, or a name/path for `load_dataset`.
+        dataset: a `datasets.Dataset`/`DatasetDict`, a `save_to_disk` folder, a LLaVA-style `.json`/`.jsonl` file
+            (`image` + `conversations`; carried as `messages` for `ViQCodesCollator`), or a name/path for
+            `load_dataset`.
         output_dir: folder for the shards, `viq_codes.json` and `skipped-*.jsonl`.
-        model: a `ViQModel`, or a folder/Hub id loaded with `ViQModel.from_pretrained(model, viq_size=viq_size)`.
-        processor: a `ViQImageProcessor` (default: the model folder's, else the defaults).
+        model: a `ViQModel` (on its device, in its dtype), a `ViQPipeline`, or a folder/Hub id loaded with
+            `ViQPipeline.from_pretrained(model, viq_size, device="cpu")`.
+        processor: a `ViQImageProcessor` (default: the pipeline's, else the defaults).
         split: split to use when `dataset` has several.
-        image_column: column of images (an Image or a list of Images; or paths/bytes). Default: the first Image column.
+        image_column: column of images (an Image or a list of Images; or paths/bytes). Default: the first Image column
+            (`images` for LLaVA JSON).
         text_columns: columns copied to the output. Default: every column but the image column.
-        batch_size: samples per packed `model.encode` call. shard_size: samples per shard.
+        image_folder: folder the image paths of a LLaVA JSON file are relative to.
+        max_batch_pixels: processed pixels per packed `model.encode` call (a larger sample is encoded alone).
+        batch_size: optionally, at most this many images per call as well.
+        num_workers: reader processes (read, decode, pre-process) running while the model encodes; `0` runs every
+            stage in turn in this thread. Default: [`default_num_workers`].
+        shard_size: samples per shard.
         limit: use only the first `limit` rows of the dataset (before splitting across ranks).
         rank, world_size: this process's contiguous block of the (limited) dataset.
         overwrite: delete this rank's shards (rank 0: also the metadata) and start over.
         model_id, viq_size: recorded in `viq_codes.json` (default: the model's name/path and preset).
         dataset_name: recorded as the source (default: the name/path given, else the dataset's own name).
         progress: show a tqdm bar over samples. on_shard_written: called with each finished shard's path.
+
+    Raises:
+        `ValueError` for bad arguments, a folder made with another model, dtype or preprocessing (an
+        [`IncompatibleCodebookError`] for another codebook), or a LLaVA sample whose `<image>` markers do not match its
+        images; `FileNotFoundError` for a missing dataset.
     """
     from .pipeline import ViQPipeline
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    if batch_size < 1 or shard_size < 1:
-        raise ValueError("batch_size and shard_size must be >= 1")
+    if (batch_size is not None and batch_size < 1) or shard_size < 1 or max_batch_pixels < 1:
+        raise ValueError("batch_size, shard_size and max_batch_pixels must be >= 1")
+    if num_workers is None:
+        num_workers = default_num_workers(process_environment().local_world_size)
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     output_dir = os.fspath(output_dir)
 
     if isinstance(model, (str, os.PathLike)):
@@ -281,11 +742,12 @@ def extract_codes(
     if model_id and os.path.isdir(os.path.expanduser(model_id)):
         model_id = os.path.abspath(os.path.expanduser(model_id))
 
+    llava = is_llava_json(dataset)
     if dataset_name is None and isinstance(dataset, (str, os.PathLike)):
         dataset_name = os.fspath(dataset)
         if os.path.exists(os.path.expanduser(dataset_name)):
             dataset_name = os.path.abspath(os.path.expanduser(dataset_name))
-    source = load_source_dataset(dataset, split)
+    source = load_source_dataset(dataset, split, image_folder=image_folder)
     if dataset_name is None:
         dataset_name = source.info.dataset_name or source.info.builder_name
     source_fingerprint = getattr(source, "_fingerprint", None)
@@ -293,6 +755,8 @@ def extract_codes(
     features = source.features
     if image_column is None:
         image_column = next((name for name, feature in features.items() if _image_kind(feature)), None)
+        if image_column is None and llava and "images" in features:
+            image_column = "images"
         if image_column is None:
             raise ValueError(f"no image column found in {list(features)}; name it with image_column=/--image-column")
     if image_column not in features:
@@ -318,9 +782,12 @@ def extract_codes(
         "codebook_size": int(config.codebook_size),
         "codes_per_patch": int(config.codes_per_patch),
         "patch_size": int(config.vision_config.patch_size),
+        "dtype": dtype_name(next(model.parameters()).dtype),
         "processor": json.loads(processor.to_json_string()),
         "source": {
             "dataset": dataset_name,
+            "format": "llava-json" if llava else "datasets",
+            "image_folder": os.path.abspath(os.path.expanduser(os.fspath(image_folder))) if image_folder else None,
             "split": split,
             "fingerprint": source_fingerprint,
             "num_rows": len(source),
@@ -357,31 +824,51 @@ def extract_codes(
     already = len(mine) - len(todo)
     next_shard = 1 + max((index for shard_rank, index, _ in _shards(output_dir) if shard_rank == rank), default=-1)
 
-    out_features = _output_features(source.features, text_columns)
     result = ExtractionResult(output_dir, rank, world_size, len(mine), 0, 0, already)
-    rows: list[dict] = []
+    if not todo:
+        return result
+    tasks = [todo[start : start + _SAMPLES_PER_TASK] for start in range(0, len(todo), _SAMPLES_PER_TASK)]
+    reader = SampleReader(source, image_column, text_columns, processor, tasks)
+    _run_pipeline(
+        reader,
+        model,
+        _output_features(source.features, text_columns),
+        result,
+        next_shard=next_shard,
+        max_batch_pixels=max_batch_pixels,
+        max_batch_images=batch_size,
+        num_workers=num_workers,
+        shard_size=shard_size,
+        progress=progress,
+        on_shard_written=on_shard_written,
+    )
+    return result
+
+
+def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResult, *, next_shard: int,
+                  max_batch_pixels: int, max_batch_images: int | None, num_workers: int, shard_size: int,
+                  progress: bool, on_shard_written: Callable[[str], None] | None) -> None:  # fmt: skip
+    """Read (workers) -> pack by pixels and encode (this thread) -> write (writer thread); fills `result`."""
+    output_dir, rank = result.output_dir, result.rank
     skipped_path = _skipped_file(output_dir, rank)
-    device = next(model.parameters()).device
-    per_patch = int(config.codes_per_patch)
+    pixels_per_patch = int(reader.processor.patch_size) ** 2
+    encoder = _Encoder(model)
+    in_flight_limit = 1 if encoder.cuda else 0  # on CUDA, pack the next batch while the device works
+    rows: list[dict] = []
+    batch: list[_Ready] = []
+    batch_pixels = batch_images = 0
+    in_flight: collections.deque[_Launched] = collections.deque()
+    read_seconds = preprocess_seconds = 0.0
+    started = time.perf_counter()
 
-    def flush():
-        nonlocal next_shard, rows
-        if not rows:
-            return
-        import datasets
-
-        final = os.path.join(output_dir, f"codes-{rank:05d}-{next_shard:05d}.parquet")
-        table = {column: [row[column] for row in rows] for column in out_features}
-        with atomic_path(final) as temporary:  # a killed run leaves no half-written shard
-            datasets.Dataset.from_dict(table, features=out_features).to_parquet(temporary)
-        result.shards.append(final)
-        result.num_written += len(rows)
-        next_shard += 1
-        rows = []
+    def written(path: str, num_rows: int, size: int) -> None:
+        result.shards.append(path)
+        result.num_written += num_rows
+        result.stored_bytes += size
         if on_shard_written is not None:
-            on_shard_written(final)
+            on_shard_written(path)
 
-    def skip(index: int, error: str):
+    def skip(index: int, error: str) -> None:
         logger.warning(f"Skipping sample {index} (source index): {error}")
         with open(skipped_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"source_index": index, "rank": rank, "error": error}) + "\n")
@@ -389,74 +876,69 @@ def extract_codes(
             os.fsync(handle.fileno())
         result.num_skipped += 1
 
-    bar = progress_bar(total=len(mine), initial=already, unit="sample", disable=not progress,
-                       desc=f"extract (rank {rank})" if world_size > 1 else "extract")  # fmt: skip
+    def finish_oldest() -> None:
+        nonlocal rows
+        samples = encoder.finish(in_flight.popleft())
+        for entry, codes, grids in samples:
+            rows.append({"image_codes": codes, "image_grid_hw": grids, "source_index": entry.index, **entry.carried})
+            result.num_images += entry.num_images
+            result.source_bytes += entry.source_bytes
+            if len(rows) >= shard_size:
+                writer.submit(rows)
+                rows = []
+        bar.update(len(samples))
+
+    def encode_batch() -> None:
+        nonlocal batch, batch_pixels, batch_images
+        if batch:
+            in_flight.append(encoder.launch(batch))
+            batch, batch_pixels, batch_images = [], 0, 0
+        while len(in_flight) > in_flight_limit:
+            finish_oldest()
+
+    writer = _ShardWriter(output_dir, rank, next_shard, features, threaded=num_workers > 0, done=written)
+    bar = progress_bar(total=result.num_samples, initial=result.num_already_done, unit="sample", disable=not progress,
+                       desc=f"extract (rank {rank})" if result.world_size > 1 else "extract")  # fmt: skip
     try:
-        for start in range(0, len(todo), batch_size):
-            indices = todo[start : start + batch_size]
-            batch = source[indices]
-            samples = []  # (index, [PIL images], {carried columns})
-            for position, index in enumerate(indices):
-                value = batch[image_column][position]
-                values = value if isinstance(value, (list, tuple)) else [value]
-                try:
-                    images = [open_image(item) for item in values if item is not None]
-                except Exception as error:  # noqa: BLE001 - unreadable image: log, record, go on
-                    skip(index, _short(error))
+        for task in _tasks(reader, num_workers):
+            read_seconds += task["seconds"][0]
+            preprocess_seconds += task["seconds"][1]
+            patch_start = grid_start = 0
+            for entry in task["entries"]:
+                if entry.error is not None:
+                    skip(entry.index, entry.error)
+                    bar.update(1)
                     continue
-                carried = {name: batch[name][position] for name in text_columns}
-                samples.append((index, images, carried))
-            samples = _encode_batch(model, processor, samples, device, per_patch, skip)
-            for index, codes, grids, carried in samples:
-                rows.append({"image_codes": codes, "image_grid_hw": grids, "source_index": index, **carried})
-                if len(rows) >= shard_size:
-                    flush()
-            bar.update(len(indices))
-        flush()
+                patch_end, grid_end = patch_start + entry.num_patches, grid_start + entry.num_images
+                sample = _Ready(entry, task["pixel_values"][patch_start:patch_end],
+                                task["image_grid_hw"][grid_start:grid_end])  # fmt: skip
+                patch_start, grid_start = patch_end, grid_end
+                pixels = entry.num_patches * pixels_per_patch
+                if _starts_new_batch(batch_pixels, batch_images, pixels, entry.num_images, max_batch_pixels,
+                                     max_batch_images):  # fmt: skip
+                    encode_batch()
+                batch.append(sample)
+                batch_pixels += pixels
+                batch_images += entry.num_images
+        encode_batch()
+        in_flight_limit = 0
+        encode_batch()
+        if rows:
+            writer.submit(rows)
+            rows = []
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     finally:
         bar.close()
-    return result
-
-
-def _encode_batch(model, processor, samples, device, per_patch, skip):
-    """Encode the images of all samples in one packed call; a sample the processor refuses is skipped."""
-    import torch
-
-    def prepare(batch):
-        flat = [image for _, images, _ in batch for image in images]
-        return processor(images=flat, return_tensors="pt") if flat else None
-
-    try:
-        inputs = prepare(samples)
-    except Exception:  # noqa: BLE001 - find the sample(s) at fault, skip them, encode the rest
-        good = []
-        for sample in samples:
-            try:
-                prepare([sample])
-                good.append(sample)
-            except Exception as error:  # noqa: BLE001
-                skip(sample[0], _short(error))
-        samples = good
-        inputs = prepare(samples)
-    if inputs is None:
-        return [(index, [], [], carried) for index, _, carried in samples]
-    with torch.no_grad():
-        out = model.encode(
-            inputs["pixel_values"].to(device, next(model.parameters()).dtype),
-            inputs["image_grid_hw"].to(device),
-            return_pooler_output=False,
-        )
-    grids = out.image_grid_hw.cpu().to(torch.int64)
-    counts = (per_patch * grids[:, 0] * grids[:, 1]).tolist()
-    per_image = [codes.numpy().astype(np.uint16) for codes in out.image_codes.cpu().split(counts)]
-    results, position = [], 0
-    for index, images, carried in samples:
-        count = len(images)
-        codes = per_image[position : position + count]
-        grid = grids[position : position + count].to(torch.int32).tolist()
-        results.append((index, codes, grid, carried))
-        position += count
-    return results
+        result.seconds = time.perf_counter() - started
+        result.stage_seconds = {
+            "read_decode": read_seconds,
+            "preprocess": preprocess_seconds,
+            "encode": encoder.seconds,
+            "write": writer.seconds,
+        }
 
 
 def _output_features(source_features, text_columns):
@@ -501,4 +983,20 @@ def load_code_dataset(path: str | os.PathLike, config: Any = None):
     return datasets.load_dataset("parquet", data_files=files, split="train")
 
 
-__all__ = ["ExtractionResult", "extract_codes", "load_code_dataset", "load_source_dataset", "read_code_metadata"]
+__all__ = [
+    "DEFAULT_MAX_BATCH_PIXELS",
+    "ExtractionResult",
+    "ProcessEnvironment",
+    "SampleReader",
+    "default_num_workers",
+    "dtype_name",
+    "extract_codes",
+    "is_llava_json",
+    "load_code_dataset",
+    "load_source_dataset",
+    "pack_by_pixels",
+    "process_device",
+    "process_environment",
+    "read_code_metadata",
+    "write_code_shard",
+]
