@@ -364,3 +364,89 @@ def test_two_processes_under_torchrun_equal_one_process(tmp_path, mixed_dir, tin
     assert "rank 0/2" in run.stdout and "rank 1/2" in run.stdout and "images/s" in run.stdout
     assert {p.name[:11] for p in out.glob("codes-*.parquet")} == {"codes-00000", "codes-00001"}
     assert _rows_by_index(out) == _rows_by_index(serial_run[0]) and _skipped_indices(out) == MIXED_SKIPPED
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# LLaVA-style JSON in, code datasets that feed ViQCodesCollator out
+# ------------------------------------------------------------------------------------------------------------------
+def _turns(question: str, answer: str) -> list[dict]:
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+LLAVA = [
+    {"id": "one", "image": "a.png", "conversations": _turns("<image>\nWhat is it?", "Noise.")},
+    {"id": "two", "image": ["b.png", "sub/c.jpg"], "conversations": _turns("<image> or <image>?", "The first.")},
+    {"id": "text", "conversations": _turns("Hello?", "Hi.")},
+    {"id": "gone", "image": "missing.png", "conversations": _turns("<image> Where?", "Nowhere.")},
+]
+
+
+@pytest.fixture()
+def llava_json(tmp_path) -> tuple[Path, Path]:
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for name, (height, width) in {"a.png": (64, 96), "b.png": (64, 64), "sub/c.jpg": (96, 64)}.items():
+        image = np.random.default_rng(len(name)).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / name)
+    path = tmp_path / "json" / "llava.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(LLAVA))
+    return path, folder
+
+
+def test_cli_extracts_llava_json_with_messages_and_summary(tmp_path, llava_json, capsys):
+    from transformers_viq import load_llava_json
+
+    path, folder = llava_json
+    out = tmp_path / "codes"
+    args = ["extract", str(path), "-o", str(out), "--model", TINY, "--device", "cpu", "--image-folder", str(folder)]
+    assert main([*args, "--num-workers", "1"]) == EXIT_OK
+    summary = capsys.readouterr().out
+    assert "3 sample(s) written" in summary and "1 unreadable skipped" in summary
+    assert "3 image(s)" in summary and "images/s" in summary and "bytes per image (source files:" in summary
+
+    data = load_code_dataset(out)
+    assert set(data.column_names) == {"image_codes", "image_grid_hw", "source_index", "id", "messages"}
+    source = load_llava_json(path, image_folder=folder)
+    rows = {row["id"]: row for row in data.to_list()}
+    assert sorted(rows) == ["one", "text", "two"] and _skipped_indices(out) == [3]
+    assert "missing.png" in (out / "skipped-00000.jsonl").read_text()
+    for row in rows.values():
+        assert row["messages"] == source[row["source_index"]]["messages"]
+    assert [len(rows[name]["image_codes"]) for name in ("one", "two", "text")] == [1, 2, 0]
+    assert rows["one"]["image_grid_hw"] == [[4, 6]] and rows["two"]["image_grid_hw"] == [[4, 4], [6, 4]]
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert meta["source"]["format"] == "llava-json" and meta["source"]["image_folder"] == str(folder)
+    assert meta["image_column"] == "images" and meta["text_columns"] == ["id", "messages"]
+
+
+def test_llava_codes_feed_the_collator(tmp_path, llava_json, tiny):
+    from transformers_viq import ViQProcessor, get_num_image_tokens
+    from transformers_viq.testing import IMAGE_PAD_ID, qwen_tokenizer
+    from transformers_viq.training import ViQCodesCollator
+
+    path, folder = llava_json
+    model, _ = tiny
+    out = tmp_path / "codes"
+    processor = ViQImageProcessor(size_divisor=32)  # the VLM's projector merges 2x2 patches
+    extract_codes(path, out, model, processor, image_folder=folder, num_workers=0, progress=False)
+    rows = sorted(load_code_dataset(out).to_list(), key=lambda row: row["source_index"])
+    batch = ViQCodesCollator(ViQProcessor(tokenizer=qwen_tokenizer()))(rows)
+    grids = [grid for row in rows for grid in row["image_grid_hw"]]
+    assert batch["image_grid_hw"].tolist() == grids and len(grids) == 3
+    assert int((batch["input_ids"] == IMAGE_PAD_ID).sum()) == sum(get_num_image_tokens(h, w) for h, w in grids)
+    assert (batch["labels"] != -100).any(dim=1).all()  # every sample has supervised assistant tokens
+
+
+def test_llava_marker_mismatch_and_image_folder_misuse(tmp_path, llava_json, source_dir, capsys):
+    path, folder = llava_json
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x9", "image": "a.png", "conversations": _turns("No marker", "Hm.")}) + "\n")
+    base = ["-o", str(tmp_path / "codes"), "--model", TINY, "--device", "cpu", "--quiet"]
+    assert main(["extract", str(bad), *base, "--image-folder", str(folder)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "'x9'" in err and "0 <image> markers but 1 images" in err
+    assert main(["extract", str(source_dir), *base, "--image-folder", str(folder)]) == EXIT_USAGE
+    assert "LLaVA" in capsys.readouterr().err
+    assert main(["extract", str(path), *base, "--image-folder", str(tmp_path / "nowhere")]) == EXIT_USAGE
+    assert "no such image folder" in capsys.readouterr().err
