@@ -551,20 +551,22 @@ class _Encoder:
             return launched
         started = time.perf_counter()
         grid = torch.cat([sample.image_grid_hw for sample in samples if sample.entry.num_images])
-        if self.cuda:
-            staged = torch.empty((sum(part.shape[0] for part in parts), parts[0].shape[1]), pin_memory=True)
-            torch.cat(parts, out=staged)
-            pixel_values = staged.to(self.device, non_blocking=True).to(self.dtype)
-            launched.keep = staged
-        else:
+        launched.image_grid_hw = grid
+        if not self.cuda:
             pixel_values = (torch.cat(parts) if len(parts) > 1 else parts[0]).to(self.dtype)
-        out = self.model.encode(pixel_values, grid, return_pooler_output=False)
-        launched.image_grid_hw, launched.codes = grid, out.image_codes
-        if self.cuda:
-            launched.codes = torch.empty(out.image_codes.shape, dtype=out.image_codes.dtype, pin_memory=True)
-            launched.codes.copy_(out.image_codes, non_blocking=True)
-            launched.event = torch.cuda.Event()
-            launched.event.record()
+            launched.codes = self.model.encode(pixel_values, grid, return_pooler_output=False).image_codes
+        else:
+            with torch.cuda.device(self.device):  # this process's GPU (cuda:LOCAL_RANK), whatever the current one
+                stream = torch.cuda.current_stream(self.device)
+                staged = torch.empty((sum(part.shape[0] for part in parts), parts[0].shape[1]), pin_memory=True)
+                torch.cat(parts, out=staged)
+                pixel_values = staged.to(self.device, non_blocking=True).to(self.dtype)
+                codes = self.model.encode(pixel_values, grid, return_pooler_output=False).image_codes
+                launched.codes = torch.empty(codes.shape, dtype=codes.dtype, pin_memory=True)
+                launched.codes.copy_(codes, non_blocking=True)  # ready once `event` has passed
+                launched.event = torch.cuda.Event()
+                launched.event.record(stream)
+                launched.keep = staged
         self.seconds += time.perf_counter() - started
         return launched
 
