@@ -398,6 +398,7 @@ class _Entry:
     carried: dict
     num_images: int = 0
     num_patches: int = 0
+    grids: list = field(default_factory=list)  # [h, w] per image
     source_bytes: int = 0
     error: str | None = None
 
@@ -431,9 +432,9 @@ class SampleReader:
         processor: the `ViQImageProcessor`.
         tasks: the source indices of each task.
 
-    A task gives a dict: `entries` (one [`_Entry`] per sample, in order), `pixel_values` (float32, the patches of the
-    task's readable samples, packed), `image_grid_hw` (int64 `(num_images, 2)`) and `seconds` (time spent reading +
-    decoding, and pre-processing).
+    A task gives a dict: `entries` (one `_Entry` per sample, in order: its grids, or why it is skipped),
+    `pixel_values` (float32, the patches of the task's readable samples, packed; `None` if there are none) and
+    `seconds` (time spent reading + decoding, and pre-processing).
     """
 
     def __init__(self, source, image_column: str, text_columns: Sequence[str], processor,
@@ -471,7 +472,7 @@ class SampleReader:
         read_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        patches, grids = [], []
+        patches = []
         for entry, images in decoded:
             if not images:
                 continue
@@ -481,15 +482,13 @@ class SampleReader:
                 entry.error, entry.num_images = _short(error), 0
                 continue
             patches.append(inputs["pixel_values"])
-            grids.append(inputs["image_grid_hw"])
+            entry.grids = inputs["image_grid_hw"].tolist()
             entry.num_patches = int(inputs["pixel_values"].shape[0])
-        pixel_values = torch.cat(patches) if patches else torch.empty(0, self.patch_dim)
-        image_grid_hw = torch.cat(grids) if grids else torch.empty(0, 2, dtype=torch.long)
+        pixel_values = torch.cat(patches) if len(patches) > 1 else patches[0] if patches else None
         preprocess_seconds = time.perf_counter() - started
         return {
             "entries": [entry for entry, _ in decoded],
             "pixel_values": pixel_values,
-            "image_grid_hw": image_grid_hw,
             "seconds": (read_seconds, preprocess_seconds),
         }
 
@@ -511,28 +510,50 @@ def _tasks(reader: SampleReader, num_workers: int) -> Iterator[dict]:
         iterator._shutdown_workers()  # at once, also when the run stops early (an error, Ctrl-C)
 
 
-@dataclass
-class _Ready:
-    """A readable sample waiting in the encoder's batch: views into its task's packed patches."""
+class _Batch:
+    """
+    The samples of one encode call. Their patches are copied, as they arrive, into one buffer (pinned on CUDA) that
+    grows as needed, so a task's shared memory is released at once and the call needs no concatenation.
+    """
 
-    entry: _Entry
-    pixel_values: Any
-    image_grid_hw: Any
+    def __init__(self, patch_dim: int, pin: bool):
+        self.patch_dim, self.pin = patch_dim, pin
+        self.entries: list[_Entry] = []
+        self.grids: list[list[int]] = []
+        self.pixel_values = None  # (capacity, patch_dim) float32
+        self.used = self.pixels = self.images = 0
+
+    def add(self, entry: _Entry, pixel_values, pixels: int) -> None:
+        import torch
+
+        self.entries.append(entry)
+        if not entry.num_images:
+            return
+        end = self.used + int(pixel_values.shape[0])
+        capacity = 0 if self.pixel_values is None else int(self.pixel_values.shape[0])
+        if end > capacity:
+            grown = torch.empty((max(end, 2 * capacity, 1024), self.patch_dim), pin_memory=self.pin)
+            if self.used:
+                grown[: self.used].copy_(self.pixel_values[: self.used])
+            self.pixel_values = grown
+        self.pixel_values[self.used : end].copy_(pixel_values)
+        self.used = end
+        self.grids.extend(entry.grids)
+        self.pixels += pixels
+        self.images += entry.num_images
 
 
 @dataclass
 class _Launched:
-    """An encode call on its way: the codes (on CUDA, being copied to pinned memory until `event`), the grid."""
+    """An encode call on its way: the codes (on CUDA, being copied to pinned memory until `event`)."""
 
-    samples: list[_Ready]
+    batch: _Batch
     codes: Any = None
-    image_grid_hw: Any = None
     event: Any = None
-    keep: Any = None  # the pinned input buffer, alive until the call is finished
 
 
 class _Encoder:
-    """Packs ready samples into one call of `model.encode` (pinned memory and non-blocking copies on CUDA)."""
+    """One call of `model.encode` per batch (on CUDA: non-blocking copies from and to pinned memory)."""
 
     def __init__(self, model):
         parameter = next(model.parameters())
@@ -542,52 +563,43 @@ class _Encoder:
         self.per_patch = int(model.config.codes_per_patch)
         self.seconds = 0.0
 
-    def launch(self, samples: list[_Ready]) -> _Launched:
+    def launch(self, batch: _Batch) -> _Launched:
         import torch
 
-        launched = _Launched(samples)
-        parts = [sample.pixel_values for sample in samples if sample.entry.num_images]
-        if not parts:
+        launched = _Launched(batch)
+        if not batch.images:
             return launched
         started = time.perf_counter()
-        grid = torch.cat([sample.image_grid_hw for sample in samples if sample.entry.num_images])
-        launched.image_grid_hw = grid
+        grid = torch.tensor(batch.grids, dtype=torch.long)
+        pixel_values = batch.pixel_values[: batch.used]
         if not self.cuda:
-            pixel_values = (torch.cat(parts) if len(parts) > 1 else parts[0]).to(self.dtype)
-            launched.codes = self.model.encode(pixel_values, grid, return_pooler_output=False).image_codes
+            out = self.model.encode(pixel_values.to(self.dtype), grid, return_pooler_output=False)
+            launched.codes = out.image_codes
         else:
             with torch.cuda.device(self.device):  # this process's GPU (cuda:LOCAL_RANK), whatever the current one
-                stream = torch.cuda.current_stream(self.device)
-                staged = torch.empty((sum(part.shape[0] for part in parts), parts[0].shape[1]), pin_memory=True)
-                torch.cat(parts, out=staged)
-                pixel_values = staged.to(self.device, non_blocking=True).to(self.dtype)
+                pixel_values = pixel_values.to(self.device, non_blocking=True).to(self.dtype)
                 codes = self.model.encode(pixel_values, grid, return_pooler_output=False).image_codes
                 launched.codes = torch.empty(codes.shape, dtype=codes.dtype, pin_memory=True)
-                launched.codes.copy_(codes, non_blocking=True)  # ready once `event` has passed
+                launched.codes.copy_(codes, non_blocking=True)  # on the host once `event` has passed
                 launched.event = torch.cuda.Event()
-                launched.event.record(stream)
-                launched.keep = staged
+                launched.event.record(torch.cuda.current_stream(self.device))
         self.seconds += time.perf_counter() - started
         return launched
 
-    def finish(self, launched: _Launched) -> list[tuple[_Entry, list, list]]:
-        """`(entry, codes per image as uint16 arrays, [h, w] per image)` for each sample of the call, in order."""
-        import torch
-
+    def finish(self, launched: _Launched) -> list[tuple[_Entry, list]]:
+        """`(entry, codes of each image as uint16 arrays)` for each sample of the call, in order."""
+        batch = launched.batch
         if launched.codes is None:
-            return [(sample.entry, [], []) for sample in launched.samples]
+            return [(entry, []) for entry in batch.entries]
         started = time.perf_counter()
         if launched.event is not None:
             launched.event.synchronize()
-        grid = launched.image_grid_hw
-        counts = (self.per_patch * grid[:, 0] * grid[:, 1]).tolist()
+        counts = [self.per_patch * height * width for height, width in batch.grids]
         codes = [part.numpy().astype(np.uint16) for part in launched.codes.cpu().split(counts)]
-        grids = grid.to(torch.int32).tolist()
         results, position = [], 0
-        for sample in launched.samples:
-            count = sample.entry.num_images
-            results.append((sample.entry, codes[position : position + count], grids[position : position + count]))
-            position += count
+        for entry in batch.entries:
+            results.append((entry, codes[position : position + entry.num_images]))
+            position += entry.num_images
         self.seconds += time.perf_counter() - started
         return results
 
@@ -855,10 +867,9 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
     skipped_path = _skipped_file(output_dir, rank)
     pixels_per_patch = int(reader.processor.patch_size) ** 2
     encoder = _Encoder(model)
-    in_flight_limit = 1 if encoder.cuda else 0  # on CUDA, pack the next batch while the device works
+    in_flight_limit = 1 if encoder.cuda else 0  # on CUDA, fill the next batch while the device works
     rows: list[dict] = []
-    batch: list[_Ready] = []
-    batch_pixels = batch_images = 0
+    batch = _Batch(reader.patch_dim, pin=encoder.cuda)
     in_flight: collections.deque[_Launched] = collections.deque()
     read_seconds = preprocess_seconds = 0.0
     started = time.perf_counter()
@@ -881,8 +892,9 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
     def finish_oldest() -> None:
         nonlocal rows
         samples = encoder.finish(in_flight.popleft())
-        for entry, codes, grids in samples:
-            rows.append({"image_codes": codes, "image_grid_hw": grids, "source_index": entry.index, **entry.carried})
+        for entry, codes in samples:
+            rows.append({"image_codes": codes, "image_grid_hw": entry.grids, "source_index": entry.index,
+                         **entry.carried})  # fmt: skip
             result.num_images += entry.num_images
             result.source_bytes += entry.source_bytes
             if len(rows) >= shard_size:
@@ -891,37 +903,35 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
         bar.update(len(samples))
 
     def encode_batch() -> None:
-        nonlocal batch, batch_pixels, batch_images
-        if batch:
+        nonlocal batch
+        if batch.entries:
             in_flight.append(encoder.launch(batch))
-            batch, batch_pixels, batch_images = [], 0, 0
+            batch = _Batch(reader.patch_dim, pin=encoder.cuda)
         while len(in_flight) > in_flight_limit:
             finish_oldest()
 
     writer = _ShardWriter(output_dir, rank, next_shard, features, threaded=num_workers > 0, done=written)
     bar = progress_bar(total=result.num_samples, initial=result.num_already_done, unit="sample", disable=not progress,
                        desc=f"extract (rank {rank})" if result.world_size > 1 else "extract")  # fmt: skip
+    tasks = _tasks(reader, num_workers)
     try:
-        for task in _tasks(reader, num_workers):
+        for task in tasks:
             read_seconds += task["seconds"][0]
             preprocess_seconds += task["seconds"][1]
-            patch_start = grid_start = 0
+            start = 0
             for entry in task["entries"]:
                 if entry.error is not None:
                     skip(entry.index, entry.error)
                     bar.update(1)
                     continue
-                patch_end, grid_end = patch_start + entry.num_patches, grid_start + entry.num_images
-                sample = _Ready(entry, task["pixel_values"][patch_start:patch_end],
-                                task["image_grid_hw"][grid_start:grid_end])  # fmt: skip
-                patch_start, grid_start = patch_end, grid_end
                 pixels = entry.num_patches * pixels_per_patch
-                if _starts_new_batch(batch_pixels, batch_images, pixels, entry.num_images, max_batch_pixels,
+                if _starts_new_batch(batch.pixels, batch.images, pixels, entry.num_images, max_batch_pixels,
                                      max_batch_images):  # fmt: skip
                     encode_batch()
-                batch.append(sample)
-                batch_pixels += pixels
-                batch_images += entry.num_images
+                end = start + entry.num_patches
+                batch.add(entry, task["pixel_values"][start:end] if entry.num_patches else None, pixels)
+                start = end
+            del task  # its shared memory: the patches are in the batch now
         encode_batch()
         in_flight_limit = 0
         encode_batch()
@@ -933,6 +943,7 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
         writer.abort()
         raise
     finally:
+        tasks.close()  # stops the reader processes at once, also when the run stops early
         bar.close()
         result.seconds = time.perf_counter() - started
         result.stage_seconds = {
