@@ -99,9 +99,10 @@ def build_model(args) -> tuple[ViQModel, ViQImageProcessor, str]:
             "16k", vision_config={"num_hidden_layers": args.layers}, include_decoder=False
         )
         previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)  # built directly in its dtype
+        torch.set_default_dtype(dtype)  # built directly in its dtype, on its device
         try:
-            model = ViQModel(config)
+            with torch.device(args.device):
+                model = ViQModel(config)
         finally:
             torch.set_default_dtype(previous)
         processor, name = ViQImageProcessor(), f"16k architecture, {args.layers} trunk blocks, random weights"
@@ -196,7 +197,7 @@ def write_stage(rows: list[dict], features, shard_size: int, folder: Path) -> fl
 # The run
 # ------------------------------------------------------------------------------------------------------------------
 def run_benchmark(args) -> dict:
-    workers = args.num_workers if args.num_workers is not None else default_num_workers()
+    workers = args.num_workers if args.num_workers is not None else default_num_workers(device=args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="viq-extract-bench-"))

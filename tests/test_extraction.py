@@ -348,6 +348,7 @@ def test_process_environment_as_torchrun_sets_it():
     with pytest.raises(ValueError, match=r"RANK=2 is not in \[0, WORLD_SIZE=2\)"):
         process_environment({"RANK": "2", "WORLD_SIZE": "2"})
     assert default_num_workers() >= 1 and default_num_workers(local_world_size=10_000) == 1
+    assert default_num_workers(device="cpu") == 1 and default_num_workers(device=torch.device("cpu")) == 1
     if not torch.cuda.is_available():
         assert process_device("auto", 1) == "auto" and process_device("cpu", 1) == "cpu"
 
@@ -450,3 +451,14 @@ def test_llava_marker_mismatch_and_image_folder_misuse(tmp_path, llava_json, sou
     assert "LLaVA" in capsys.readouterr().err
     assert main(["extract", str(path), *base, "--image-folder", str(tmp_path / "nowhere")]) == EXIT_USAGE
     assert "no such image folder" in capsys.readouterr().err
+
+
+def test_extract_batches_by_pixels_unless_capped_and_other_commands_keep_their_batch_size():
+    from transformers_viq.cli import build_parser
+
+    parser = build_parser()
+    extract = parser.parse_args(["extract", "data", "-o", "out"])
+    assert extract.batch_size is None and extract.max_batch_pixels is None and extract.num_workers is None
+    assert parser.parse_args(["extract", "data", "-o", "out", "--batch-size", "3"]).batch_size == 3
+    assert parser.parse_args(["encode", "a.png", "-o", "c.safetensors"]).batch_size == 4
+    assert parser.parse_args(["reconstruct", "a.png", "-o", "out"]).batch_size == 4

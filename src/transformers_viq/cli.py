@@ -403,9 +403,11 @@ def command_extract(args) -> int:
     text_columns = None
     if args.text_columns is not None:
         text_columns = [name.strip() for name in args.text_columns.split(",") if name.strip()]
-    num_workers = default_num_workers(env.local_world_size) if args.num_workers is None else args.num_workers
     args.device = process_device(args.device, env.local_rank)  # one GPU per process of a job: cuda:LOCAL_RANK
     pipe = _load(args)
+    num_workers = args.num_workers
+    if num_workers is None:
+        num_workers = default_num_workers(env.local_world_size, pipe.device)
     try:
         result = extract_codes(
             dataset,
@@ -642,8 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also at most this many images per packed model call (default: no limit)")  # fmt: skip
     extract.add_argument("--num-workers", type=_non_negative_int, default=None, metavar="N",
                          help="reader processes (read, decode, preprocess) running while the model encodes; "
-                         "0 runs every stage in turn (default: this process's share of the CPUs less one, "
-                         "at most 16)")  # fmt: skip
+                         "0 runs every stage in turn (default: 1 on the CPU; with a GPU, this process's share "
+                         "of the CPUs less one, at most 16)")  # fmt: skip
     extract.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard (default 1000)")
     extract.add_argument("--limit", type=_positive_int, default=None, help="only the first N samples")
     extract.add_argument("--overwrite", action="store_true", help="delete this rank's shards and start over")

@@ -160,8 +160,14 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def default_num_workers(local_world_size: int = 1) -> int:
-    """Reader processes per extraction process: this process's share of the CPUs, less one for the encoder/writer."""
+def default_num_workers(local_world_size: int = 1, device: Any = "cuda") -> int:
+    """
+    Reader processes per extraction process. With an accelerator: this process's share of the CPUs, less one for
+    the encoder and the writer (at most 16). On the CPU: one, since the encoder needs the cores and a single reader
+    process already outpaces it (ViQ encodes far fewer images per second on a CPU than one core decodes).
+    """
+    if str(device).split(":")[0] == "cpu":
+        return 1
     share = available_cpus() // max(1, local_world_size)
     return max(1, min(_MAX_WORKERS, share - 1))
 
@@ -731,9 +737,7 @@ def extract_codes(
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
     if (batch_size is not None and batch_size < 1) or shard_size < 1 or max_batch_pixels < 1:
         raise ValueError("batch_size, shard_size and max_batch_pixels must be >= 1")
-    if num_workers is None:
-        num_workers = default_num_workers(process_environment().local_world_size)
-    if num_workers < 0:
+    if num_workers is not None and num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     output_dir = os.fspath(output_dir)
 
@@ -749,6 +753,8 @@ def extract_codes(
 
         processor = ViQImageProcessor()
     config = model.config
+    if num_workers is None:
+        num_workers = default_num_workers(process_environment().local_world_size, next(model.parameters()).device)
     if config.codebook_size > 2**16:
         raise ValueError(f"a codebook of {config.codebook_size} codes does not fit uint16 codes")
     if model_id is None:
@@ -867,7 +873,7 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
     skipped_path = _skipped_file(output_dir, rank)
     pixels_per_patch = int(reader.processor.patch_size) ** 2
     encoder = _Encoder(model)
-    in_flight_limit = 1 if encoder.cuda else 0  # on CUDA, fill the next batch while the device works
+    in_flight_limit = 1 if encoder.cuda and num_workers else 0  # on CUDA, fill the next batch meanwhile
     rows: list[dict] = []
     batch = _Batch(reader.patch_dim, pin=encoder.cuda)
     in_flight: collections.deque[_Launched] = collections.deque()
