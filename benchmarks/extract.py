@@ -340,12 +340,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=int, default=2, help="trunk blocks of --full-width (default 2; 40 released)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--images", type=int, default=48, help="JPEGs to write and extract (default 48)")
+    parser.add_argument("--images", type=int, default=64, help="JPEGs to write and extract (default 64)")
     parser.add_argument("--min-side", type=int, default=96, help="smallest side in pixels (default 96)")
     parser.add_argument("--max-side", type=int, default=512, help="largest side in pixels (default 512)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     parser.add_argument("--num-workers", type=int, default=None, help="reader processes (default: the library's)")
-    parser.add_argument("--max-batch-pixels", type=int, default=DEFAULT_MAX_BATCH_PIXELS)
+    parser.add_argument("--max-batch-pixels", type=int, default=None,
+                        help=f"pixel budget per encode call (default: the library's, {DEFAULT_MAX_BATCH_PIXELS:,}, on "
+                        "a GPU; 1,048,576 on the CPU, where batching gains nothing and a few dozen images should "
+                        "still make several batches)")  # fmt: skip
     parser.add_argument("--shard-size", type=int, default=16, help="samples per shard (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of every measurement (median; default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this process (default torch's)")
@@ -357,6 +360,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.max_batch_pixels is None:
+        args.max_batch_pixels = 1024 * 1024 if args.device == "cpu" else DEFAULT_MAX_BATCH_PIXELS
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("extract.py: --device cuda but CUDA is not available here", file=sys.stderr)
         return 2
