@@ -228,7 +228,7 @@ def run_benchmark(args) -> dict:
     def record(key: str, seconds: float) -> None:
         samples.setdefault(key, []).append(seconds)
 
-    busy = []
+    busy: dict[str, list[dict]] = {"serial": [], "overlapped": []}
     load_before = os.getloadavg()[0]
     for repeat in range(args.repeats):
         order = ["serial", "overlapped"] if repeat % 2 == 0 else ["overlapped", "serial"]
@@ -240,8 +240,7 @@ def run_benchmark(args) -> dict:
             if result.num_images != len(paths):
                 raise RuntimeError(f"the {path} run encoded {result.num_images} of {len(paths)} images")
             record(f"e2e_{path}", result.seconds)
-            if path == "overlapped":
-                busy.append(result.stage_seconds)
+            busy[path].append(result.stage_seconds)
         features = load_code_dataset(work / "run-serial").features
         for path, count in (("serial", 0), ("overlapped", workers)):
             record(f"read_decode_{path}", run_tasks(DecodeTasks(path_tasks), count))
@@ -278,7 +277,9 @@ def run_benchmark(args) -> dict:
         "load_average": [load_before, os.getloadavg()[0]],
         "seconds": {key: statistics.median(values) for key, values in samples.items()},
         "samples": samples,
-        "pipeline_busy_seconds": {key: statistics.median(b[key] for b in busy) for key in busy[0]},
+        "pipeline_busy_seconds": {
+            path: {key: statistics.median(b[key] for b in runs) for key in runs[0]} for path, runs in busy.items()
+        },
         "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
     }
     if not args.work_dir:
@@ -322,8 +323,11 @@ def report(results: dict) -> str:
         f"serial consistency (sum of stages / end to end, serial): "
         f"{(reader['serial'] + s['encode'] + s['write']) / s['e2e_serial']:.2f}",
         f"speed-up of the overlapped pipeline over the serial path: {s['e2e_serial'] / s['e2e_overlapped']:.2f}x",
-        "busy time inside the overlapped run (workers summed): "
-        + ", ".join(f"{key} {value:.2f} s" for key, value in busy.items()),
+        *(
+            f"busy time of each stage inside the {path} run (workers summed): "
+            + ", ".join(f"{key} {value:.2f} s" for key, value in busy[path].items())
+            for path in ("serial", "overlapped")
+        ),
         f"bytes per image: {results['source_bytes'] / n:,.0f} in the JPEGs, {results['stored_bytes'] / n:,.0f} in the "
         f"code shards",
         f"command: {results['command']}",
