@@ -69,10 +69,6 @@ _SAMPLES_PER_TASK = 4  # consecutive samples a worker reads, decodes and pre-pro
 _PREFETCH_TASKS = 4  # tasks each worker may run ahead of the encoder
 _MAX_PENDING_SHARDS = 2  # finished shards waiting for the writer before the encoder waits for it
 _MAX_WORKERS = 16
-# On the CPU the reader processes run this much nicer than the encoder: they fill the gaps of its threads instead of
-# preempting one of them (which stalls all of them at the next barrier). On this 2-core machine, under load, that
-# brought the encoder's busy time in an overlapped run from 1.42x to 1.06x its time in a serial run.
-_READER_NICENESS_ON_CPU = 10
 
 
 @dataclass
@@ -503,15 +499,7 @@ class SampleReader:
         }
 
 
-def _yield_to_the_encoder(worker_id: int) -> None:
-    """`worker_init_fn` of the reader processes when the model runs on the CPU."""
-    try:
-        os.nice(_READER_NICENESS_ON_CPU)
-    except (AttributeError, OSError):  # no nice() on this platform, or not allowed: run at the usual priority
-        pass
-
-
-def _tasks(reader: SampleReader, num_workers: int, cpu: bool) -> Iterator[dict]:
+def _tasks(reader: SampleReader, num_workers: int) -> Iterator[dict]:
     """The reader's tasks in order: in the calling thread (`num_workers=0`), or from a `DataLoader`'s workers."""
     if num_workers == 0 or len(reader) == 0:
         for task in range(len(reader)):
@@ -520,8 +508,7 @@ def _tasks(reader: SampleReader, num_workers: int, cpu: bool) -> Iterator[dict]:
     from torch.utils.data import DataLoader
 
     loader = DataLoader(reader, batch_size=None, shuffle=False, num_workers=min(num_workers, len(reader)),
-                        collate_fn=_keep, prefetch_factor=_PREFETCH_TASKS,
-                        worker_init_fn=_yield_to_the_encoder if cpu else None)  # fmt: skip
+                        collate_fn=_keep, prefetch_factor=_PREFETCH_TASKS)  # fmt: skip
     iterator = iter(loader)
     try:
         yield from iterator
@@ -932,7 +919,7 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
     writer = _ShardWriter(output_dir, rank, next_shard, features, threaded=num_workers > 0, done=written)
     bar = progress_bar(total=result.num_samples, initial=result.num_already_done, unit="sample", disable=not progress,
                        desc=f"extract (rank {rank})" if result.world_size > 1 else "extract")  # fmt: skip
-    tasks = _tasks(reader, num_workers, cpu=encoder.device.type == "cpu")
+    tasks = _tasks(reader, num_workers)
     try:
         for task in tasks:
             read_seconds += task["seconds"][0]
