@@ -274,7 +274,9 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-MIXED_BATCHES = [((48, 80), (32, 32)), ((64, 16),), ((96, 96), (16, 48), (80, 64)), ((32, 112),), ((160, 48),)]
+# 64x64 first: its 16 patches equal the quantizer's head width, which would pin the length if widths were symbols too
+MIXED_BATCHES = [((64, 64),), ((48, 80), (32, 32)), ((64, 16),), ((96, 96), (16, 48), (80, 64)), ((32, 64),),
+                 ((160, 48),)]  # fmt: skip
 
 
 def test_compiled_blocks_compile_once_per_region_for_mixed_sizes(tiny_model):

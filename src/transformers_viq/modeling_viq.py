@@ -88,6 +88,7 @@ class ViQEncoderOutput(ModelOutput):
 # Packed sequences and block-diagonal attention over them
 # ----------------------------------------------------------------------------------------------------------------
 PACKED_ATTENTION_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "per_image")
+_COMPILED_REGIONS: dict[str, dict[Callable, Callable]] = {}  # `ViQModel.compile_blocks`: options -> compiled functions
 _VARLEN_DTYPES = (torch.float16, torch.bfloat16)
 _VARLEN_MAX_HEAD_DIM = 256  # flash-attention kernels: head_dim <= 256 and a multiple of 8
 
@@ -385,6 +386,16 @@ class ViQAttention(nn.Module):
         return self.out_proj(attn_output.flatten(1))
 
 
+def _mark_sequence_dynamic(*tensors: torch.Tensor) -> None:
+    """
+    Let the compiled block regions take the sequence length (dim 0) as a symbol and keep every other size static: one
+    graph for all lengths. (`dynamic=True` would make the widths symbols too, and a length that happens to equal a
+    width, e.g. 256 patches and the quantizer's 256-wide heads, would be unified with it and specialised.)
+    """
+    for tensor in tensors:
+        torch._dynamo.maybe_mark_dynamic(tensor, 0)
+
+
 class ViQEncoderLayer(GradientCheckpointingLayer):
     """
     Pre-norm transformer block (no LayerScale, no drop-path): `x += attn(ln1(x)); x += mlp(ln2(x))`.
@@ -415,10 +426,14 @@ class ViQEncoderLayer(GradientCheckpointingLayer):
     def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
         regions = self._compiled_regions
         inputs, outputs = regions or (type(self).attention_inputs, type(self).attention_outputs)
+        if regions is not None:
+            _mark_sequence_dynamic(hidden_states)
         query, key, value = inputs(self, hidden_states)
         attn_output = packed_attention(self.self_attn, query, key, value, packed)
-        if regions is not None and not attn_output.requires_grad:
-            attn_output = attn_output.detach()  # drops the view's base, whose layout the graph would be guarded on
+        if regions is not None:
+            if not attn_output.requires_grad:
+                attn_output = attn_output.detach()  # drops the view's base, whose layout the graph would be guarded on
+            _mark_sequence_dynamic(attn_output)
         return outputs(self, hidden_states, attn_output)
 
 
@@ -639,10 +654,14 @@ class ViQQuantizerLayer(GradientCheckpointingLayer):
     def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], packed: PackedSequence):
         regions = self._compiled_regions
         inputs, outputs = regions or (type(self).attention_inputs, type(self).attention_outputs)
+        if regions is not None:
+            _mark_sequence_dynamic(hidden_states, *rotary)
         query, key, value = inputs(self, hidden_states, rotary)
         attn_output = packed_attention(self.self_attn, query, key, value, packed)
-        if regions is not None and not attn_output.requires_grad:
-            attn_output = attn_output.detach()  # drops the view's base, whose layout the graph would be guarded on
+        if regions is not None:
+            if not attn_output.requires_grad:
+                attn_output = attn_output.detach()  # drops the view's base, whose layout the graph would be guarded on
+            _mark_sequence_dynamic(attn_output)
         return outputs(self, hidden_states, attn_output)
 
 
@@ -703,7 +722,10 @@ class ViQQuantizer(nn.Module):
             rotary = self.rotary_emb(grid_hw, dtype=hidden_states.dtype, device=hidden_states.device)
             for layer in self.layers:
                 hidden_states = layer(hidden_states, rotary, packed)
-        return (self._compiled_quantize or type(self).quantize)(self, hidden_states)
+        if self._compiled_quantize is None:
+            return self.quantize(hidden_states)
+        _mark_sequence_dynamic(hidden_states)
+        return self._compiled_quantize(self, hidden_states)
 
     def quantize(self, hidden_states: torch.Tensor):
         """`project_in` (in the model dtype) and FSQ (in float32): `(values, codes, indices)`."""
@@ -1093,15 +1115,16 @@ class ViQModel(ViQPreTrainedModel):
         LayerNorm + MLP + residual; the quantizer's `project_in` + FSQ is a third. These regions are compiled, which
         fuses LayerNorms, residual additions, GELU, RoPE and FSQ into few kernels, while attention keeps the kernel of
         [`~ViQModel.packed_attention`] (so every backend works compiled, including the per-image loop). All blocks of
-        one kind share one compiled function, and with `dynamic=True` (the default) the graphs take the sequence
-        length as a symbol: a workload of mixed image sizes compiles each region once per dtype (5 graphs), not once
-        per size; a one-patch image (16x16) adds one more set, as torch specialises sizes 0 and 1.
+        one kind share one compiled function, and the graphs take the sequence length as a symbol (its dimension is
+        marked dynamic, every width stays static): a workload of mixed image sizes compiles each region once per
+        dtype (5 graphs), not once per size; a one-patch image (16x16) adds one more set, as torch specialises
+        sizes 0 and 1.
 
         Args:
             enabled (`bool`, *optional*, defaults to `True`):
                 `False` goes back to eager execution.
             compile_kwargs:
-                Passed to `torch.compile`; defaults `dynamic=True`, `fullgraph=True`. E.g.
+                Passed to `torch.compile` (default `fullgraph=True`). E.g.
                 `mode="max-autotune-no-cudagraphs"`, or `backend="aot_eager"` to trace without generating code.
 
         Returns:
@@ -1110,8 +1133,10 @@ class ViQModel(ViQPreTrainedModel):
         Numerics: compiled kernels round differently (bf16 element-wise chains computed in fp32, fused multiply-adds),
         so codes can differ from eager ones at rounding boundaries; the reference numerics are those of eager mode.
         """
-        options = {"dynamic": True, "fullgraph": True, **compile_kwargs}
-        compiled: dict = {}
+        options = {"fullgraph": True, **compile_kwargs}
+        # one wrapper per function and options for the whole process: switching back and forth (or another model)
+        # reuses the graphs already compiled instead of tracing them again
+        compiled = _COMPILED_REGIONS.setdefault(repr(sorted(options.items())), {})
 
         def shared(function: Callable) -> Callable:
             if function not in compiled:
