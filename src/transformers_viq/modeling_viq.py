@@ -95,11 +95,17 @@ _VARLEN_MAX_HEAD_DIM = 256  # flash-attention kernels: head_dim <= 256 and a mul
 
 def _host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """
-    Copy a small host tensor to `device` without blocking the host: a plain `.to("cuda")` from pageable memory waits
-    for the device's queue to drain; a pinned staging copy with `non_blocking=True` does not.
+    Copy a host tensor to `device` without blocking the host: a plain `.to("cuda")` from pageable memory waits for the
+    device's queue to drain; a copy staged through a pinned buffer of torch's caching host allocator, sent with
+    `non_blocking=True`, does not (the allocator keeps the buffer until the copy has run). A tensor that is already
+    pinned is staged too: its owner may reuse it as soon as the call returns.
     """
     if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.requires_grad:
-        return tensor.pin_memory().to(device, non_blocking=True)
+        if tensor.is_pinned():
+            staged = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor)
+        else:
+            staged = tensor.pin_memory()
+        return staged.to(device, non_blocking=True)
     return tensor.to(device)
 
 
@@ -617,8 +623,8 @@ class ViQHeadlessAttention(nn.Module):
         """
         num_patches = hidden_states.shape[0] // self.num_heads
         qkv = self.qkv_proj(self.down_proj(hidden_states)).view(num_patches, self.num_heads, 3, self.head_dim)
-        cos, sin = (t.unsqueeze(2) for t in rotary)  # (patches, heads, 1, head_dim / 2)
-        query, key = apply_rotary(qkv[:, :, :2], cos, sin).unbind(2)
+        # query and key as one (2, patches, heads, head_dim) operand: one pass, and each comes out contiguous
+        query, key = apply_rotary(qkv[:, :, :2].movedim(2, 0), *rotary).unbind(0)
         return query, key, qkv[:, :, 2]
 
     def project_out(self, attn_output: torch.Tensor) -> torch.Tensor:
