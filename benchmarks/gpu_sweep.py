@@ -53,13 +53,14 @@ import traceback
 import warnings
 
 import torch
-
 import transformers
-import transformers_viq
-from encode import encode_flops, format_table, make_inputs, parse_size  # shared with the CPU benchmark
 from transformers.utils import logging as hf_logging
+
+import transformers_viq
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
 from transformers_viq.modeling_viq import resolve_packed_attention
+
+from harness import encode_flops, format_table, make_inputs, parse_size
 
 
 T0 = time.perf_counter()
@@ -458,7 +459,7 @@ def targets(report: Report, variant: str) -> list[str]:
 # Main
 # ----------------------------------------------------------------------------------------------------------------
 def parse_variants(text: str, batches: list[int]) -> list[tuple[str, list[int]]]:
-    """`name[:b1+b2]` comma-separated -> `[(name, batches)]`: the batch sizes after `:`, else every `--batches` entry."""
+    """`name[:b1+b2]`, comma-separated -> `[(name, batches)]`: the batch sizes after `:`, else all of `--batches`."""
     result = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, _, only = part.partition(":")

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers_viq.testing import make_tiny_model
-
 from transformers.utils import logging as hf_logging
 
 from transformers_viq import ViQImageProcessor
