@@ -186,7 +186,6 @@ def matmul_tflops(size: int, dtype: torch.dtype, device: torch.device, seconds: 
     for _ in range(3):
         torch.mm(a, b)
     synchronize(device)
-    start, calls = time.perf_counter(), 0
     probe = time.perf_counter()
     torch.mm(a, b)
     synchronize(device)
@@ -201,7 +200,8 @@ def matmul_tflops(size: int, dtype: torch.dtype, device: torch.device, seconds: 
 
 def build_models(layers: int, device: torch.device, dtypes: set, seed: int = 0) -> dict:
     """`{dtype: ViQModel}`: the 16k architecture (encode only) built on the device, random weights of unit gain."""
-    config = ViQConfig.from_preset("16k", vision_config={"num_hidden_layers": layers}, include_decoder=False)
+    config = ViQConfig.from_preset("16k", vision_config={"num_hidden_layers": layers}, include_decoder=False,
+                                   attn_implementation="sdpa")  # fmt: skip
     with torch.device(device):
         model = ViQModel(config).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -412,7 +412,7 @@ def sync_check(model: ViQModel, entry: dict, label: str, packed: str, compiled: 
 # ----------------------------------------------------------------------------------------------------------------
 def rows_table(report: Report) -> str:
     headers = ["variant", "size", "batch", "calls", "images/s", "tokens/s", "TFLOP/s", "share of matmul", "peak GiB",
-               "first call s", "new graphs", "note"]  # fmt: skip
+               "first call s", "new graphs", "attention / note"]  # fmt: skip
     body = []
     for row in report.data["rows"]:
         if "images_per_s" not in row:
@@ -423,7 +423,7 @@ def rows_table(report: Report) -> str:
         body.append([row["variant"], row["size"], str(row["batch"]), str(row["calls"]), f"{row['images_per_s']:.2f}",
                      f"{row['tokens_per_s']:.0f}", f"{row['tflops_per_s']:.2f}", f"{row['share_of_matmul']:.3f}",
                      "-" if peak is None else f"{peak:.1f}", f"{row['first_call_s']:.2f}", str(row["new_graphs"]),
-                     ""])  # fmt: skip
+                     row.get("attention", "")])  # fmt: skip
     return format_table(headers, body) if body else "(no rows)"
 
 
@@ -532,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     models = None
     with report.stage(f"build the 16k model ({args.layers} layers, encode only) on {device}"):
         models = build_models(args.layers, device, dtypes)
+        implementation = next(iter(models.values())).config._attn_implementation
+        log(f"  attn_implementation {implementation!r}; packed attention per variant is in the rows")
+        if implementation != "sdpa":
+            raise RuntimeError(f"asked for sdpa attention, the model uses {implementation!r}")
         if device.type == "cuda":
             log(f"  {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB of weights on the device")
     if models is None:
@@ -561,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
                         report.skip(f"{name} {size} x{batch}", row["skipped"])
                         continue
                     row["error"] = "did not finish"
-                    with report.stage(f"{name} {size} x{batch}"):
+                    row["attention"] = resolve_packed_attention(model.packed_attention, device, dtype, 256)[0]
+                    with report.stage(f"{name} {size} x{batch} (attention: {row['attention']})"):
                         row.update(throughput_row(model, device, entries, args.seconds, args.warmup, args.min_calls))
                         matmul = report.data["matmul"][f"{str(dtype).replace('torch.', '')}_before"]
                         row["share_of_matmul"] = row["tflops_per_s"] / matmul
