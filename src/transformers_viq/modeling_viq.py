@@ -193,14 +193,16 @@ class PackedSequence:
     """
     Segment layout of a packed multi-image sequence (one segment per image) and the attention kernel to run over it.
 
-    `lengths` and `max_seqlen` are host values (no device synchronisation to read them); `cu_seqlens` is on the device.
+    `lengths` and `max_seqlen` are host values (no device synchronisation to read them); `cu_seqlens` is on the device
+    of the first block. The device tensors a kernel needs come from [`~PackedSequence.cu_seqlens_on`] and
+    [`~PackedSequence.padding`], made once per device (a model split over several GPUs gets them where each block is).
     """
 
     lengths: list[int]
     cu_seqlens: torch.Tensor  # int32 (num_images + 1,)
     max_seqlen: int
     backend: str = "per_image"  # see `resolve_packed_attention`
-    _padding: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _on_device: dict = field(default_factory=dict, repr=False)  # (name, device) -> tensor
 
     @classmethod
     def from_lengths(cls, lengths: list[int], device: torch.device, backend: str = "per_image") -> "PackedSequence":
@@ -214,19 +216,28 @@ class PackedSequence:
         """All segments have the same length (a batch of same-size images: no padding needed for one batched call)."""
         return self.max_seqlen * len(self.lengths) == sum(self.lengths)
 
-    def padding(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def cu_seqlens_on(self, device: torch.device) -> torch.Tensor:
+        """`cu_seqlens` on `device`."""
+        if self.cu_seqlens.device == device:
+            return self.cu_seqlens
+        key = ("cu_seqlens", device)
+        if key not in self._on_device:
+            self._on_device[key] = self.cu_seqlens.to(device, non_blocking=True)
+        return self._on_device[key]
+
+    def padding(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """
-        For one batched attention call over segments of different lengths (built once per packed sequence):
-        `index` (`(total_len,)` int64, the row of each packed token in the `(num_images * max_seqlen)` padded layout)
-        and `key_mask` (`(num_images, 1, 1, max_seqlen)` bool, `True` on real tokens), both on the device.
+        For one batched attention call over segments of different lengths: `index` (`(total_len,)` int64, the row of
+        each packed token in the `(num_images * max_seqlen)` padded layout) and `key_mask`
+        (`(num_images, 1, 1, max_seqlen)` bool, `True` on real tokens), on `device`.
         """
-        if self._padding is None:
+        key = ("padding", device)
+        if key not in self._on_device:
             positions = torch.arange(self.max_seqlen)
             index = torch.cat([i * self.max_seqlen + positions[:n] for i, n in enumerate(self.lengths)])
             key_mask = (positions < torch.tensor(self.lengths)[:, None])[:, None, None, :]
-            device = self.cu_seqlens.device
-            self._padding = (_host_to_device(index, device), _host_to_device(key_mask, device))
-        return self._padding
+            self._on_device[key] = (_host_to_device(index, device), _host_to_device(key_mask, device))
+        return self._on_device[key]
 
 
 def eager_attention_forward(
@@ -260,14 +271,15 @@ def _varlen_attention(module, query, key, value, packed: PackedSequence) -> torc
         kwargs["scale"] = module.scaling
     elif module.scaling != query.shape[-1] ** -0.5:
         query = query * (module.scaling * query.shape[-1] ** 0.5)
-    return varlen_attn(query, key, value, packed.cu_seqlens, packed.cu_seqlens, packed.max_seqlen, packed.max_seqlen,
-                       **kwargs)  # fmt: skip
+    cu_seqlens = packed.cu_seqlens_on(query.device)
+    return varlen_attn(query, key, value, cu_seqlens, cu_seqlens, packed.max_seqlen, packed.max_seqlen, **kwargs)
 
 
 def _flash_attn_attention(module, query, key, value, packed: PackedSequence, dropout: float) -> torch.Tensor:
     """The flash-attn package's varlen kernel: one kernel over all segments."""
+    cu_seqlens = packed.cu_seqlens_on(query.device)
     return _flash_attn_varlen_func()(
-        query, key, value, packed.cu_seqlens, packed.cu_seqlens, packed.max_seqlen, packed.max_seqlen,
+        query, key, value, cu_seqlens, cu_seqlens, packed.max_seqlen, packed.max_seqlen,
         dropout_p=dropout, softmax_scale=module.scaling, causal=False,
     )  # fmt: skip
 
@@ -284,7 +296,7 @@ def _batched_sdpa_attention(module, query, key, value, packed: PackedSequence, d
         query, key, value = (t.reshape(batch, length, heads, head_dim).transpose(1, 2) for t in (query, key, value))
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=module.scaling)
         return out.transpose(1, 2).reshape(total, heads, head_dim)
-    index, key_mask = packed.padding()
+    index, key_mask = packed.padding(query.device)
     query, key, value = (
         t.new_zeros(batch * length, heads, head_dim).index_copy(0, index, t).view(batch, length, heads, head_dim)
         .transpose(1, 2) for t in (query, key, value)
@@ -331,7 +343,7 @@ def packed_attention(
     if is_flash_attention_requested(config):
         out, _ = interface(
             module, query, key, value, attention_mask=None, scaling=module.scaling, dropout=dropout,
-            cu_seq_lens_q=packed.cu_seqlens, cu_seq_lens_k=packed.cu_seqlens,
+            cu_seq_lens_q=packed.cu_seqlens_on(query.device), cu_seq_lens_k=packed.cu_seqlens_on(query.device),
             max_length_q=packed.max_seqlen, max_length_k=packed.max_seqlen, is_causal=False,
         )  # fmt: skip
         return out.squeeze(0)
