@@ -114,11 +114,18 @@ class FiniteScalarQuantizer(nn.Module):
         Returns:
             `tuple(codes, indices)`: float32 codes `(..., D)` in `[-1, 1]` (straight-through gradient to `z`) and int64
             indices `(...)`.
+
+        One pass to float32 (the bound), then the indices straight from the rounded digits (no second rounding of the
+        codes); the straight-through form only where a gradient is wanted (its values equal `torch.round`'s).
         """
         if z.shape[-1] != self.codebook_dim:
             raise ValueError(f"FSQ expects a last dimension of {self.codebook_dim}, got shape {tuple(z.shape)}.")
-        codes = self.quantize(z)
-        return codes, self.codes_to_indices(codes.detach())
+        bounded = self.bound(z)
+        rounded = round_ste(bounded) if bounded.requires_grad else torch.round(bounded)
+        half_width = (self.levels // 2).to(device=z.device)
+        digits = rounded.detach().to(torch.int64) + half_width  # in [0, L - 1]
+        indices = (digits * self.basis.to(z.device)).sum(dim=-1)
+        return rounded / half_width.to(torch.float32), indices
 
 
 class ProximalProjection(nn.Module):

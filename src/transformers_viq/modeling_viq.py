@@ -26,10 +26,13 @@ transformers' SigLIP2 / Qwen2-VL models.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -82,21 +85,159 @@ class ViQEncoderOutput(ModelOutput):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Packed-sequence helpers
+# Packed sequences and block-diagonal attention over them
 # ----------------------------------------------------------------------------------------------------------------
+PACKED_ATTENTION_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "per_image")
+_COMPILED_REGIONS: dict[str, dict[Callable, Callable]] = {}  # `ViQModel.compile_blocks`: options -> compiled functions
+_VARLEN_DTYPES = (torch.float16, torch.bfloat16)
+_VARLEN_MAX_HEAD_DIM = 256  # flash-attention kernels: head_dim <= 256 and a multiple of 8
+
+
+def _host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """
+    Copy a host tensor to `device` without blocking the host: a plain `.to("cuda")` from pageable memory waits for the
+    device's queue to drain; a copy staged through a pinned buffer of torch's caching host allocator, sent with
+    `non_blocking=True`, does not (the allocator keeps the buffer until the copy has run). A tensor that is already
+    pinned is staged too: its owner may reuse it as soon as the call returns.
+    """
+    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.requires_grad:
+        if tensor.is_pinned():
+            staged = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor)
+        else:
+            staged = tensor.pin_memory()
+        return staged.to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+@functools.cache
+def _torch_varlen_attn() -> tuple[Callable, frozenset[str]] | None:
+    """`torch.nn.attention.varlen.varlen_attn` and its keyword names, or `None` where this torch has no varlen API."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
+
+
+@functools.cache
+def _flash_attn_varlen_func() -> Callable | None:
+    """`flash_attn.flash_attn_varlen_func`, or `None` where the flash-attn package is missing or does not import."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return None
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except Exception as error:  # installed but built against another torch / CUDA
+        logger.warning_once(f"flash-attn is installed but does not import ({type(error).__name__}: {error}).")
+        return None
+    return flash_attn_varlen_func
+
+
+def _kernel_unavailable(name: str, device: torch.device, dtype: torch.dtype, head_dim: int) -> tuple[str, bool] | None:
+    """Why packed-attention kernel `name` cannot run here: `(reason, missing)`, `missing` when the kernel itself is
+    absent (rather than the device or dtype not fitting it); `None` when it can run."""
+    if name in ("sdpa", "per_image"):
+        return None
+    if device.type != "cuda":
+        return f"it needs a CUDA device, the model is on {device.type}", False
+    if dtype not in _VARLEN_DTYPES:
+        return f"it needs float16 or bfloat16, the model is {str(dtype).replace('torch.', '')}", False
+    if head_dim > _VARLEN_MAX_HEAD_DIM or head_dim % 8:
+        return f"its kernels need head_dim <= {_VARLEN_MAX_HEAD_DIM} and a multiple of 8, got {head_dim}", False
+    if name == "varlen" and _torch_varlen_attn() is None:
+        return f"torch {torch.__version__} has no torch.nn.attention.varlen", True
+    if name == "flash_attn" and _flash_attn_varlen_func() is None:
+        return "the flash-attn package is not installed", True
+    return None
+
+
+def resolve_packed_attention(
+    requested: str, device: torch.device, dtype: torch.dtype, head_dim: int
+) -> tuple[str, str | None, bool]:
+    """
+    The kernel that computes block-diagonal attention over packed images under `attn_implementation="sdpa"`.
+
+    `"auto"` picks, on CUDA, torch's varlen flash attention (`torch.nn.attention.varlen`, where the installed torch has
+    it), else the flash-attn package's `flash_attn_varlen_func`, else one batched SDPA call (`"sdpa"`); on other
+    devices one SDPA call per image (`"per_image"`, the measured-fastest CPU path). A kernel asked for by name that
+    cannot run falls back to what `"auto"` would pick.
+
+    Returns:
+        `(backend, note, warn)`: the backend, and when it differs from the request or `"auto"` skipped a kernel, a
+        sentence saying why (`warn` is `True` when a kernel is missing, rather than not applicable to the device or
+        dtype).
+    """
+    if requested not in PACKED_ATTENTION_BACKENDS:
+        raise ValueError(
+            f"Unknown packed attention {requested!r}; expected one of {', '.join(PACKED_ATTENTION_BACKENDS)}."
+        )
+    order = ("varlen", "flash_attn", "sdpa") if device.type == "cuda" else ("per_image",)
+    if requested != "auto":
+        problem = _kernel_unavailable(requested, device, dtype, head_dim)
+        if problem is None:
+            return requested, None, False
+        fallback, _, _ = resolve_packed_attention("auto", device, dtype, head_dim)
+        return fallback, f"packed attention {requested!r} cannot run: {problem[0]}; using {fallback!r}", True
+    skipped, warn = [], False
+    for name in order:
+        problem = _kernel_unavailable(name, device, dtype, head_dim)
+        if problem is None:
+            note = f"packed attention: using {name!r} ({'; '.join(skipped)})" if skipped else None
+            return name, note, warn
+        skipped.append(f"not {name!r}: {problem[0]}")
+        warn = warn or problem[1]
+    raise AssertionError("unreachable: 'sdpa' and 'per_image' always run")
+
+
 @dataclass
 class PackedSequence:
-    """Segment layout of a packed multi-image sequence: one segment per image."""
+    """
+    Segment layout of a packed multi-image sequence (one segment per image) and the attention kernel to run over it.
+
+    `lengths` and `max_seqlen` are host values (no device synchronisation to read them); `cu_seqlens` is on the device
+    of the first block. The device tensors a kernel needs come from [`~PackedSequence.cu_seqlens_on`] and
+    [`~PackedSequence.padding`], made once per device (a model split over several GPUs gets them where each block is).
+    """
 
     lengths: list[int]
     cu_seqlens: torch.Tensor  # int32 (num_images + 1,)
     max_seqlen: int
+    backend: str = "per_image"  # see `resolve_packed_attention`
+    _on_device: dict = field(default_factory=dict, repr=False)  # (name, device) -> tensor
 
     @classmethod
-    def from_lengths(cls, lengths: list[int], device: torch.device) -> "PackedSequence":
+    def from_lengths(cls, lengths: list[int], device: torch.device, backend: str = "per_image") -> "PackedSequence":
         cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
         cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0).to(torch.int32)
-        return cls(lengths=list(lengths), cu_seqlens=cu.to(device), max_seqlen=max(lengths))
+        return cls(lengths=list(lengths), cu_seqlens=_host_to_device(cu, torch.device(device)),
+                   max_seqlen=max(lengths), backend=backend)  # fmt: skip
+
+    @property
+    def uniform(self) -> bool:
+        """All segments have the same length (a batch of same-size images: no padding needed for one batched call)."""
+        return self.max_seqlen * len(self.lengths) == sum(self.lengths)
+
+    def cu_seqlens_on(self, device: torch.device) -> torch.Tensor:
+        """`cu_seqlens` on `device`."""
+        if self.cu_seqlens.device == device:
+            return self.cu_seqlens
+        key = ("cu_seqlens", device)
+        if key not in self._on_device:
+            self._on_device[key] = self.cu_seqlens.to(device, non_blocking=True)
+        return self._on_device[key]
+
+    def padding(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        For one batched attention call over segments of different lengths: `index` (`(total_len,)` int64, the row of
+        each packed token in the `(num_images * max_seqlen)` padded layout) and `key_mask`
+        (`(num_images, 1, 1, max_seqlen)` bool, `True` on real tokens), on `device`.
+        """
+        key = ("padding", device)
+        if key not in self._on_device:
+            positions = torch.arange(self.max_seqlen)
+            index = torch.cat([i * self.max_seqlen + positions[:n] for i, n in enumerate(self.lengths)])
+            key_mask = (positions < torch.tensor(self.lengths)[:, None])[:, None, None, :]
+            self._on_device[key] = (_host_to_device(index, device), _host_to_device(key_mask, device))
+        return self._on_device[key]
 
 
 def eager_attention_forward(
@@ -118,28 +259,91 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+def _varlen_attention(module, query, key, value, packed: PackedSequence) -> torch.Tensor:
+    """torch's varlen flash attention: one kernel over all segments."""
+    varlen_attn, parameters = _torch_varlen_attn()
+    kwargs = {}
+    if "window_size" in parameters:  # torch >= 2.11: (-1, -1) is full (non-causal) attention
+        kwargs["window_size"] = (-1, -1)
+    elif "is_causal" in parameters:  # torch 2.10
+        kwargs["is_causal"] = False
+    if "scale" in parameters:
+        kwargs["scale"] = module.scaling
+    elif module.scaling != query.shape[-1] ** -0.5:
+        query = query * (module.scaling * query.shape[-1] ** 0.5)
+    cu_seqlens = packed.cu_seqlens_on(query.device)
+    return varlen_attn(query, key, value, cu_seqlens, cu_seqlens, packed.max_seqlen, packed.max_seqlen, **kwargs)
+
+
+def _flash_attn_attention(module, query, key, value, packed: PackedSequence, dropout: float) -> torch.Tensor:
+    """The flash-attn package's varlen kernel: one kernel over all segments."""
+    cu_seqlens = packed.cu_seqlens_on(query.device)
+    return _flash_attn_varlen_func()(
+        query, key, value, cu_seqlens, cu_seqlens, packed.max_seqlen, packed.max_seqlen,
+        dropout_p=dropout, softmax_scale=module.scaling, causal=False,
+    )  # fmt: skip
+
+
+def _batched_sdpa_attention(module, query, key, value, packed: PackedSequence, dropout: float) -> torch.Tensor:
+    """
+    One `scaled_dot_product_attention` call with the images as the batch: same-size images are a plain batch (a view,
+    no mask); images of different sizes are padded to the longest with a key mask, so each image attends to itself
+    only.
+    """
+    total, heads, head_dim = query.shape
+    batch, length = len(packed.lengths), packed.max_seqlen
+    if packed.uniform:
+        query, key, value = (t.reshape(batch, length, heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=module.scaling)
+        return out.transpose(1, 2).reshape(total, heads, head_dim)
+    index, key_mask = packed.padding(query.device)
+    query, key, value = (
+        t.new_zeros(batch * length, heads, head_dim).index_copy(0, index, t).view(batch, length, heads, head_dim)
+        .transpose(1, 2) for t in (query, key, value)
+    )  # fmt: skip
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=key_mask, dropout_p=dropout, scale=module.scaling
+    )
+    return out.transpose(1, 2).reshape(batch * length, heads, head_dim).index_select(0, index)
+
+
 def packed_attention(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: PackedSequence
 ) -> torch.Tensor:
     """
-    Block-diagonal, non-causal attention over a packed sequence through transformers' attention interface.
+    Block-diagonal (each token attends to all tokens of its own image and to nothing else), non-causal attention over
+    a packed sequence.
 
     Args:
-        query, key, value (`torch.Tensor` of shape `(1, num_heads, total_len, head_dim)`).
+        query, key, value (`torch.Tensor` of shape `(total_len, num_heads, head_dim)`).
 
     Returns:
         `torch.Tensor` of shape `(total_len, num_heads, head_dim)`.
 
-    With flash-attention the varlen kernel gets the segment boundaries; with `sdpa`/`eager` each image is attended
-    separately (no mask, no compute wasted on the off-diagonal blocks).
+    Under `attn_implementation="sdpa"` the kernel is `packed.backend` (see `resolve_packed_attention`): `varlen` and
+    `flash_attn` run one varlen kernel over all images, `sdpa` one batched call, `per_image` one call per image. Other
+    implementations go through transformers' attention interface: flash-attention with the segment boundaries,
+    `eager` and the rest one image at a time (the reference semantics; no compute spent on off-diagonal blocks).
     """
     config = module.config
-    interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
+    implementation = config._attn_implementation
     dropout = module.attention_dropout if module.training else 0.0
+    if implementation in (None, "sdpa"):
+        backend = packed.backend
+        if backend in ("varlen", "flash_attn") and query.dtype not in _VARLEN_DTYPES:
+            backend = "sdpa"  # e.g. an fp32 model whose packed sequence was resolved for another dtype
+        if backend == "varlen" and dropout == 0.0:
+            return _varlen_attention(module, query, key, value, packed)
+        if backend == "flash_attn":
+            return _flash_attn_attention(module, query, key, value, packed, dropout)
+        if backend == "sdpa" and len(packed.lengths) > 1:
+            return _batched_sdpa_attention(module, query, key, value, packed, dropout)
+    interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+    query, key, value = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # (1, heads, L, head_dim)
     if is_flash_attention_requested(config):
         out, _ = interface(
             module, query, key, value, attention_mask=None, scaling=module.scaling, dropout=dropout,
-            cu_seq_lens_q=packed.cu_seqlens, cu_seq_lens_k=packed.cu_seqlens,
+            cu_seq_lens_q=packed.cu_seqlens_on(query.device), cu_seq_lens_k=packed.cu_seqlens_on(query.device),
             max_length_q=packed.max_seqlen, max_length_k=packed.max_seqlen, is_causal=False,
         )  # fmt: skip
         return out.squeeze(0)
@@ -188,17 +392,39 @@ class ViQAttention(nn.Module):
         self.qkv_proj = nn.Linear(self.embed_dim, 3 * self.embed_dim)
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
 
+    def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(total_len, embed_dim)` -> query, key, value, each `(total_len, heads, head_dim)` (views of one matmul)."""
+        qkv = self.qkv_proj(hidden_states).view(hidden_states.shape[0], 3, self.num_heads, self.head_dim)
+        return qkv.unbind(1)
+
     def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
         """`hidden_states`: `(total_len, embed_dim)` -> `(total_len, embed_dim)`."""
-        seq_len = hidden_states.shape[0]
-        qkv = self.qkv_proj(hidden_states).view(seq_len, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(1, 2, 0, 3).unsqueeze(1).unbind(0)  # each (1, heads, L, head_dim)
+        query, key, value = self.project_qkv(hidden_states)
         attn_output = packed_attention(self, query, key, value, packed)  # (L, heads, head_dim)
-        return self.out_proj(attn_output.reshape(seq_len, self.embed_dim))
+        return self.out_proj(attn_output.flatten(1))
+
+
+def _mark_sequence_dynamic(*tensors: torch.Tensor) -> None:
+    """
+    Let the compiled block regions take the sequence length (dim 0) as a symbol and keep every other size static: one
+    graph for all lengths. (`dynamic=True` would make the widths symbols too, and a length that happens to equal a
+    width, e.g. 256 patches and the quantizer's 256-wide heads, would be unified with it and specialised.)
+    """
+    for tensor in tensors:
+        torch._dynamo.maybe_mark_dynamic(tensor, 0)
 
 
 class ViQEncoderLayer(GradientCheckpointingLayer):
-    """Pre-norm transformer block (no LayerScale, no drop-path): `x += attn(ln1(x)); x += mlp(ln2(x))`."""
+    """
+    Pre-norm transformer block (no LayerScale, no drop-path): `x += attn(ln1(x)); x += mlp(ln2(x))`.
+
+    The block runs as two regions around the attention kernel, `attention_inputs` (LayerNorm, qkv projection) and
+    `attention_outputs` (output projection, residual, LayerNorm, MLP, residual): [`ViQModel.compile_blocks`] compiles
+    these regions, which fuses their element-wise work, while the attention kernel stays whatever the packed sequence
+    asks for.
+    """
+
+    _compiled_regions: tuple[Callable, Callable] | None = None  # set by `ViQModel.compile_blocks`
 
     def __init__(self, config: ViQConfig):
         super().__init__()
@@ -208,9 +434,25 @@ class ViQEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
         self.mlp = ViQMLP(vision.hidden_size, vision.intermediate_size, vision.hidden_size, vision.hidden_act)
 
-    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), packed)
+    def attention_inputs(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.self_attn.project_qkv(self.layer_norm1(hidden_states))
+
+    def attention_outputs(self, hidden_states: torch.Tensor, attn_output: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.self_attn.out_proj(attn_output.flatten(1))
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        regions = self._compiled_regions
+        inputs, outputs = regions or (type(self).attention_inputs, type(self).attention_outputs)
+        if regions is not None:
+            _mark_sequence_dynamic(hidden_states)
+        query, key, value = inputs(self, hidden_states)
+        attn_output = packed_attention(self.self_attn, query, key, value, packed)
+        if regions is not None:
+            if not attn_output.requires_grad:
+                attn_output = attn_output.detach()  # drops the view's base, whose layout the graph would be guarded on
+            _mark_sequence_dynamic(attn_output)
+        return outputs(self, hidden_states, attn_output)
 
 
 class ViQVisionEmbeddings(nn.Module):
@@ -244,7 +486,11 @@ class ViQVisionEmbeddings(nn.Module):
         weight = self.patch_embedding.weight
         pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
         patch_embeds = F.linear(pixel_values, weight.reshape(weight.shape[0], -1), self.patch_embedding.bias)
-        positions = [self.resize_positional_embeddings(h, w) for h, w in grid_hw]
+        tables: dict[tuple[int, int], torch.Tensor] = {}  # one resize per distinct grid of the batch
+        for grid in grid_hw:
+            if grid not in tables:
+                tables[grid] = self.resize_positional_embeddings(*grid)
+        positions = [tables[grid] for grid in grid_hw]
         positions = positions[0] if len(positions) == 1 else torch.cat(positions, dim=0)
         return patch_embeds + positions
 
@@ -271,7 +517,7 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
     log-spaced from `min_freq` to `max_freq`. Frequency `f` of head `h` measures position along the direction
     `phi = (h * head_dim / 2 + f) * pi * (sqrt(5) - 1) / 2`. Positions are normalised so the patch grid spans
     `x in [-sqrt(W/H), sqrt(W/H)]`, `y in [-sqrt(H/W), sqrt(H/W)]` whatever its resolution. Angles are computed in
-    float32 on the CPU, like the released model. No parameters and no buffers.
+    float32 on the CPU, like the released model. No parameters and no buffers (per-grid results are cached).
     """
 
     def __init__(self, head_dim: int, num_heads: int, min_freq: float, max_freq: float, zero_freq_ratio: float):
@@ -283,6 +529,10 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
         self.zero_freq_ratio = zero_freq_ratio
         self._frequencies: torch.Tensor | None = None
         self._angles: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()  # small LRU of recent grids
+        # (cos, sin) per (grid, dtype, device), on the device: an LRU of at most `cache_bytes`
+        self._cos_sin: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cos_sin_bytes = 0
+        self.cache_bytes = 256 * 2**20
 
     def frequencies(self) -> torch.Tensor:
         """`(num_heads, head_dim // 2, 2)` float32: the (x, y) frequency vector of every rotary pair."""
@@ -321,15 +571,37 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
             self._angles.popitem(last=False)
         return theta
 
+    def cos_sin(self, height: int, width: int, dtype: torch.dtype, device: torch.device):
+        """`(cos, sin)` of one grid's angles rounded to `dtype`, computed on the CPU and kept on `device` (an LRU)."""
+        key = (height, width, dtype, device)
+        cached = self._cos_sin.get(key)
+        if cached is not None:
+            self._cos_sin.move_to_end(key)
+            return cached
+        theta = self.angles(height, width).to(dtype)
+        cached = (_host_to_device(torch.cos(theta), device), _host_to_device(torch.sin(theta), device))
+        self._cos_sin[key] = cached
+        self._cos_sin_bytes += 2 * theta.numel() * theta.element_size()
+        while len(self._cos_sin) > 1 and self._cos_sin_bytes > self.cache_bytes:
+            _, (cos, sin) = self._cos_sin.popitem(last=False)
+            self._cos_sin_bytes -= cos.numel() * cos.element_size() + sin.numel() * sin.element_size()
+        return cached
+
     def forward(self, grid_hw: list[tuple[int, int]], dtype: torch.dtype, device: torch.device):
-        """`(cos, sin)`, each `(total_patches, num_heads, head_dim // 2)` in `dtype` (the angles are rounded to `dtype`
-        before the cosine and sine, as in the released model)."""
-        theta = torch.cat([self.angles(h, w) for h, w in grid_hw], dim=0).to(dtype)
-        return torch.cos(theta).to(device), torch.sin(theta).to(device)
+        """
+        `(cos, sin)`, each `(total_patches, num_heads, head_dim // 2)` in `dtype` on `device`: the angles are rounded
+        to `dtype` before the cosine and sine, which are taken on the CPU, as in the released model. Each grid's pair
+        is copied to the device once (without blocking the host) and reused by later calls.
+        """
+        device = torch.device(device)
+        pairs = [self.cos_sin(h, w, dtype, device) for h, w in grid_hw]
+        if len(pairs) == 1:
+            return pairs[0]
+        return torch.cat([cos for cos, _ in pairs]), torch.cat([sin for _, sin in pairs])
 
 
 def apply_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half (NeoX) pairing: pair `(i, i + d/2)` is rotated by angle `i`."""
+    """Rotate-half (NeoX) pairing: pair `(i, i + d/2)` is rotated by angle `i` (`cos`, `sin` broadcast to `states`)."""
     first, second = states.chunk(2, dim=-1)
     return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
 
@@ -356,22 +628,31 @@ class ViQHeadlessAttention(nn.Module):
         self.out_proj = nn.Linear(self.head_dim, self.head_dim)
         self.up_proj = nn.Linear(self.head_dim, hidden)
 
+    def project_qkv(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]):
+        """
+        `(codes_per_patch * total_patches, hidden)`, sub-token `j` of patch `n` at `n*4 + j` -> query, key, value, each
+        `(total_patches, heads, head_dim)`, with the RoPE of the patch on query and key (rotated in one pass).
+        """
+        num_patches = hidden_states.shape[0] // self.num_heads
+        qkv = self.qkv_proj(self.down_proj(hidden_states)).view(num_patches, self.num_heads, 3, self.head_dim)
+        # query and key as one (2, patches, heads, head_dim) operand: one pass, and each comes out contiguous
+        query, key = apply_rotary(qkv[:, :, :2].movedim(2, 0), *rotary).unbind(0)
+        return query, key, qkv[:, :, 2]
+
+    def project_out(self, attn_output: torch.Tensor) -> torch.Tensor:
+        """`(total_patches, heads, head_dim)` -> `(heads * total_patches, hidden)` (sub-token order `n*4 + j`)."""
+        return self.up_proj(self.out_proj(attn_output.reshape(-1, self.head_dim)))
+
     def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], packed: PackedSequence):
         """`hidden_states`: `(codes_per_patch * total_patches, hidden)`, sub-token `j` of patch `n` at `n*4 + j`."""
-        num_patches = hidden_states.shape[0] // self.num_heads
-        states = self.down_proj(hidden_states)
-        qkv = self.qkv_proj(states).view(num_patches, self.num_heads, 3, self.head_dim)
-        query, key, value = qkv.unbind(2)  # each (patches, heads, head_dim)
-        cos, sin = rotary
-        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
-        query, key, value = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # (1, heads, patches, d)
-        attn_output = packed_attention(self, query, key, value, packed)  # (patches, heads, d)
-        attn_output = attn_output.reshape(num_patches * self.num_heads, self.head_dim)
-        return self.up_proj(self.out_proj(attn_output))
+        query, key, value = self.project_qkv(hidden_states, rotary)
+        return self.project_out(packed_attention(self, query, key, value, packed))
 
 
 class ViQQuantizerLayer(GradientCheckpointingLayer):
-    """Pre-norm block around [`ViQHeadlessAttention`]."""
+    """Pre-norm block around [`ViQHeadlessAttention`], in two compilable regions like [`ViQEncoderLayer`]."""
+
+    _compiled_regions: tuple[Callable, Callable] | None = None  # set by `ViQModel.compile_blocks`
 
     def __init__(self, config: ViQConfig):
         super().__init__()
@@ -381,9 +662,25 @@ class ViQQuantizerLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
         self.mlp = ViQMLP(vision.hidden_size, vision.intermediate_size, vision.hidden_size, vision.hidden_act)
 
-    def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], packed: PackedSequence):
-        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), rotary, packed)
+    def attention_inputs(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]):
+        return self.self_attn.project_qkv(self.layer_norm1(hidden_states), rotary)
+
+    def attention_outputs(self, hidden_states: torch.Tensor, attn_output: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.self_attn.project_out(attn_output)
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+    def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], packed: PackedSequence):
+        regions = self._compiled_regions
+        inputs, outputs = regions or (type(self).attention_inputs, type(self).attention_outputs)
+        if regions is not None:
+            _mark_sequence_dynamic(hidden_states, *rotary)
+        query, key, value = inputs(self, hidden_states, rotary)
+        attn_output = packed_attention(self.self_attn, query, key, value, packed)
+        if regions is not None:
+            if not attn_output.requires_grad:
+                attn_output = attn_output.detach()  # drops the view's base, whose layout the graph would be guarded on
+            _mark_sequence_dynamic(attn_output)
+        return outputs(self, hidden_states, attn_output)
 
 
 class ViQFusionBlock(nn.Module):
@@ -419,6 +716,8 @@ class ViQQuantizer(nn.Module):
     projection goes to the `bottleneck_dim`-wide bottleneck and `fsq` is the proximal constraint (no indices).
     """
 
+    _compiled_quantize: Callable | None = None  # set by `ViQModel.compile_blocks`
+
     def __init__(self, config: ViQConfig):
         super().__init__()
         self.rotary_emb = ViQGoldenGateRotaryEmbedding(
@@ -441,6 +740,13 @@ class ViQQuantizer(nn.Module):
             rotary = self.rotary_emb(grid_hw, dtype=hidden_states.dtype, device=hidden_states.device)
             for layer in self.layers:
                 hidden_states = layer(hidden_states, rotary, packed)
+        if self._compiled_quantize is None:
+            return self.quantize(hidden_states)
+        _mark_sequence_dynamic(hidden_states)
+        return self._compiled_quantize(self, hidden_states)
+
+    def quantize(self, hidden_states: torch.Tensor):
+        """`project_in` (in the model dtype) and FSQ (in float32): `(values, codes, indices)`."""
         values = self.project_in(hidden_states)
         codes, indices = self.fsq(values)
         return values, codes, indices
@@ -788,9 +1094,93 @@ class ViQModel(ViQPreTrainedModel):
                 "`model(pixel_values, image_grid_hw)` for its features and pooled embedding, or train Stage 2-2."
             )
 
+    # ---- kernels ------------------------------------------------------------------------------------------------
+    _packed_attention = "auto"
+
+    @property
+    def packed_attention(self) -> str:
+        r"""
+        The kernel that computes the block-diagonal attention over packed images when `attn_implementation` is
+        `"sdpa"` (the default); `eager` and `flash_attention_2` keep their own paths. One of:
+
+        - `"auto"` (default): on CUDA, torch's varlen flash attention (`torch.nn.attention.varlen`, where the installed
+          torch has it), else the flash-attn package's `flash_attn_varlen_func`, else `"sdpa"`; on CPU `"per_image"`.
+          The varlen kernels need float16/bfloat16: an fp32 model on CUDA uses `"sdpa"`;
+        - `"varlen"`, `"flash_attn"`: one varlen kernel over all images, no per-image loop;
+        - `"sdpa"`: one batched `scaled_dot_product_attention` call (images of different sizes padded with a key mask);
+        - `"per_image"`: one call per image.
+
+        A kernel that cannot run falls back to what `"auto"` picks, and says so in the log (once). Every choice
+        computes the same block-diagonal, non-causal attention; an image's codes never depend on its batch-mates (up
+        to floating-point summation order).
+        """
+        return self._packed_attention
+
+    @packed_attention.setter
+    def packed_attention(self, value: str) -> None:
+        if value not in PACKED_ATTENTION_BACKENDS:
+            raise ValueError(
+                f"Unknown packed attention {value!r}; expected one of {', '.join(PACKED_ATTENTION_BACKENDS)}."
+            )
+        self._packed_attention = value
+
+    def compile_blocks(self, enabled: bool = True, **compile_kwargs) -> "ViQModel":
+        r"""
+        Opt-in `torch.compile` of the element-wise and dense work between attention kernels.
+
+        Each transformer block (trunk, fusion, quantizer and latent-head blocks) runs as two regions around its
+        attention kernel: LayerNorm + qkv projection (+ the quantizer's RoPE), and output projection + residual +
+        LayerNorm + MLP + residual; the quantizer's `project_in` + FSQ is a third. These regions are compiled, which
+        fuses LayerNorms, residual additions, GELU, RoPE and FSQ into few kernels, while attention keeps the kernel of
+        [`~ViQModel.packed_attention`] (so every backend works compiled, including the per-image loop). All blocks of
+        one kind share one compiled function, and the graphs take the sequence length as a symbol (its dimension is
+        marked dynamic, every width stays static): a workload of mixed image sizes compiles each region once per
+        dtype (5 graphs), not once per size; a one-patch image (16x16) adds one more set, as torch specialises
+        sizes 0 and 1.
+
+        Args:
+            enabled (`bool`, *optional*, defaults to `True`):
+                `False` goes back to eager execution.
+            compile_kwargs:
+                Passed to `torch.compile` (default `fullgraph=True`). E.g.
+                `mode="max-autotune-no-cudagraphs"`, or `backend="aot_eager"` to trace without generating code.
+
+        Returns:
+            The model itself.
+
+        Numerics: compiled kernels round differently (bf16 element-wise chains computed in fp32, fused multiply-adds),
+        so codes can differ from eager ones at rounding boundaries; the reference numerics are those of eager mode.
+        """
+        options = {"fullgraph": True, **compile_kwargs}
+        # one wrapper per function and options for the whole process: switching back and forth (or another model)
+        # reuses the graphs already compiled instead of tracing them again
+        compiled = _COMPILED_REGIONS.setdefault(repr(sorted(options.items())), {})
+
+        def shared(function: Callable) -> Callable:
+            if function not in compiled:
+                compiled[function] = torch.compile(function, **options)
+            return compiled[function]
+
+        for module in self.modules():
+            if isinstance(module, (ViQEncoderLayer, ViQQuantizerLayer)):
+                kind = type(module)
+                module._compiled_regions = (
+                    (shared(kind.attention_inputs), shared(kind.attention_outputs)) if enabled else None
+                )
+            elif isinstance(module, ViQQuantizer):
+                module._compiled_quantize = shared(ViQQuantizer.quantize) if enabled else None
+        return self
+
     # ---- the pieces ---------------------------------------------------------------------------------------------
     def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
-        return PackedSequence.from_lengths([h * w for h, w in grid_hw], device)
+        device = torch.device(device)
+        vision = self.config.vision_config
+        head_dim = max(vision.hidden_size // vision.num_attention_heads, self.config.quantizer_attention_dim)
+        dtype = self.embeddings.patch_embedding.weight.dtype
+        backend, note, warn = resolve_packed_attention(self._packed_attention, device, dtype, head_dim)
+        if note is not None and self.config._attn_implementation in (None, "sdpa"):
+            (logger.warning_once if warn else logger.info_once)(note)
+        return PackedSequence.from_lengths([h * w for h, w in grid_hw], device, backend=backend)
 
     def pool(self, features: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
         """Attention-pooled embedding of each image from its features: `(num_images, hidden)`."""
@@ -801,12 +1191,14 @@ class ViQModel(ViQPreTrainedModel):
         check_pixels(pixel_values, grid_hw, self.embeddings.patch_dim)
         device = self.embeddings.patch_embedding.weight.device
         packed = self._packed(grid_hw, device)
+        # host inputs travel without a synchronisation (as do the segment offsets and the RoPE tables)
+        pixel_values = _host_to_device(pixel_values, device)
         hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
         values, codes, indices = self.quantizer(self.fusion(hidden_states, packed), grid_hw, packed)
         features = self.code_embedder(codes) if (return_features or return_pooler_output) else None
         return ViQEncoderOutput(
             image_codes=indices,
-            image_grid_hw=torch.tensor(grid_hw, dtype=torch.long, device=device),
+            image_grid_hw=_host_to_device(torch.tensor(grid_hw, dtype=torch.long), device),
             pooler_output=self.pool(features, grid_hw) if return_pooler_output else None,
             last_hidden_state=features,
             quantizer_inputs=values,
