@@ -295,6 +295,30 @@ def test_a_stopped_overlapped_run_resumes_without_loss_or_duplicates(tmp_path, m
     assert _rows_by_index(out) == serial and _skipped_indices(out) == MIXED_SKIPPED
 
 
+def test_an_encoder_error_in_an_overlapped_run_stops_it_and_it_resumes(tmp_path, mixed_dir, tiny, serial_run,
+                                                                       monkeypatch):  # fmt: skip
+    """The error reaches the caller as it is, no pipeline thread is left running, and a rerun completes."""
+    import threading
+
+    model, processor = tiny
+    out = tmp_path / "codes"
+    encode, calls = model.encode, []
+
+    def failing_encode(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "encode", failing_encode)
+    with pytest.raises(RuntimeError, match="simulated"):
+        extract_codes(mixed_dir, out, model, processor, num_workers=2, **MIXED_OPTIONS)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("viq-extract")]
+    monkeypatch.setattr(model, "encode", encode)
+    extract_codes(mixed_dir, out, model, processor, num_workers=2, **MIXED_OPTIONS)
+    assert _rows_by_index(out) == _rows_by_index(serial_run[0]) and _skipped_indices(out) == MIXED_SKIPPED
+
+
 KILL_AFTER_FIRST_SHARD = """
 import os, signal, sys
 from transformers_viq import ViQImageProcessor, ViQModel, extract_codes

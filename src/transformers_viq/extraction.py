@@ -42,7 +42,9 @@ import collections
 import glob
 import json
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +70,7 @@ _SHARD_RE = re.compile(r"^codes-(\d{5,})-(\d{5,})\.parquet$")
 _SAMPLES_PER_TASK = 4  # consecutive samples a worker reads, decodes and pre-processes per task
 _PREFETCH_TASKS = 4  # tasks each worker may run ahead of the encoder
 _MAX_PENDING_SHARDS = 2  # finished shards waiting for the writer before the encoder waits for it
+_READY_BATCHES = 1  # batches the assembling thread may have ready ahead of the encoder (bounds the memory)
 _MAX_WORKERS = 16
 
 
@@ -525,18 +528,21 @@ class _Buffers:
     def __init__(self, patch_dim: int, pin: bool, keep: int = 2):
         self.patch_dim, self.pin, self.keep = patch_dim, pin, keep
         self.free: list = []
+        self.lock = threading.Lock()  # taken by the assembling thread, handed back by the encoding one
 
     def get(self, rows: int):
         import torch
 
-        for position, buffer in enumerate(self.free):
-            if buffer.shape[0] >= rows:
-                return self.free.pop(position)
+        with self.lock:
+            for position, buffer in enumerate(self.free):
+                if buffer.shape[0] >= rows:
+                    return self.free.pop(position)
         return torch.empty((max(rows, 1024), self.patch_dim), pin_memory=self.pin)
 
     def put(self, buffer) -> None:
         if buffer is not None:
-            self.free = sorted([*self.free, buffer], key=lambda item: -item.shape[0])[: self.keep]
+            with self.lock:
+                self.free = sorted([*self.free, buffer], key=lambda item: -item.shape[0])[: self.keep]
 
 
 class _Batch:
@@ -574,6 +580,89 @@ class _Batch:
         """Hand the buffer back once the call that read it is finished."""
         self.buffers.put(self.pixel_values)
         self.pixel_values = None
+
+
+@dataclass
+class _ReaderTime:
+    """Reading + decoding and pre-processing seconds of the tasks assembled so far (summed over the workers)."""
+
+    read_decode: float = 0.0
+    preprocess: float = 0.0
+
+
+def _assemble(tasks: Iterator[dict], buffers: _Buffers, pixels_per_patch: int, max_batch_pixels: int,
+              max_batch_images: int | None, reader_time: _ReaderTime) -> Iterator[tuple[str, Any]]:  # fmt: skip
+    """
+    The reader's tasks turned into `("skip", entry)` for each unreadable sample and `("batch", batch)` for each
+    full encode call, in the samples' order (the last batch may be empty).
+    """
+    batch = _Batch(buffers)
+    for task in tasks:
+        reader_time.read_decode += task["seconds"][0]
+        reader_time.preprocess += task["seconds"][1]
+        start = 0
+        for entry in task["entries"]:
+            if entry.error is not None:
+                yield "skip", entry
+                continue
+            pixels = entry.num_patches * pixels_per_patch
+            if _starts_new_batch(batch.pixels, batch.images, pixels, entry.num_images, max_batch_pixels,
+                                 max_batch_images):  # fmt: skip
+                yield "batch", batch
+                batch = _Batch(buffers)
+            end = start + entry.num_patches
+            batch.add(entry, task["pixel_values"][start:end] if entry.num_patches else None, pixels)
+            start = end
+        del task  # its shared memory: the patches are in the batch now
+    yield "batch", batch
+
+
+class _AheadThread:
+    """
+    Runs an iterator in a thread, `ahead` items in advance: with reader processes, receiving their tasks and copying
+    the patches into the batch buffers happen while the encoder runs (torch releases the GIL in its kernels).
+    Iterating gives the items in order; an error in the thread is raised here; `close()` stops the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterator, ahead: int):
+        self.items = items
+        self.queue: queue.Queue = queue.Queue(maxsize=ahead)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="viq-extract-assembler", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self.items:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread, which raises it
+            self._put(("error", error))
+
+    def __iter__(self):
+        while True:
+            kind, value = self.queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 @dataclass
@@ -904,9 +993,8 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
     in_flight_limit = 1 if encoder.cuda and num_workers else 0  # on CUDA, fill the next batch meanwhile
     rows: list[dict] = []
     buffers = _Buffers(reader.patch_dim, pin=encoder.cuda)
-    batch = _Batch(buffers)
     in_flight: collections.deque[_Launched] = collections.deque()
-    read_seconds = preprocess_seconds = 0.0
+    reader_time = _ReaderTime()
     started = time.perf_counter()
 
     def written(path: str, num_rows: int, size: int) -> None:
@@ -937,11 +1025,9 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
                 rows = []
         bar.update(len(samples))
 
-    def encode_batch() -> None:
-        nonlocal batch
-        if batch.entries:
+    def encode_batch(batch: _Batch | None) -> None:
+        if batch is not None and batch.entries:
             in_flight.append(encoder.launch(batch))
-            batch = _Batch(buffers)
         while len(in_flight) > in_flight_limit:
             finish_oldest()
 
@@ -949,27 +1035,17 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
     bar = progress_bar(total=result.num_samples, initial=result.num_already_done, unit="sample", disable=not progress,
                        desc=f"extract (rank {rank})" if result.world_size > 1 else "extract")  # fmt: skip
     tasks = _tasks(reader, num_workers)
+    items = _assemble(tasks, buffers, pixels_per_patch, max_batch_pixels, max_batch_images, reader_time)
+    ahead = _AheadThread(items, _READY_BATCHES) if num_workers else None  # the serial path stays in one thread
     try:
-        for task in tasks:
-            read_seconds += task["seconds"][0]
-            preprocess_seconds += task["seconds"][1]
-            start = 0
-            for entry in task["entries"]:
-                if entry.error is not None:
-                    skip(entry.index, entry.error)
-                    bar.update(1)
-                    continue
-                pixels = entry.num_patches * pixels_per_patch
-                if _starts_new_batch(batch.pixels, batch.images, pixels, entry.num_images, max_batch_pixels,
-                                     max_batch_images):  # fmt: skip
-                    encode_batch()
-                end = start + entry.num_patches
-                batch.add(entry, task["pixel_values"][start:end] if entry.num_patches else None, pixels)
-                start = end
-            del task  # its shared memory: the patches are in the batch now
-        encode_batch()
+        for kind, value in ahead if ahead is not None else items:
+            if kind == "skip":
+                skip(value.index, value.error)
+                bar.update(1)
+            else:
+                encode_batch(value)
         in_flight_limit = 0
-        encode_batch()
+        encode_batch(None)
         if rows:
             writer.submit(rows)
             rows = []
@@ -978,12 +1054,14 @@ def _run_pipeline(reader: SampleReader, model, features, result: ExtractionResul
         writer.abort()
         raise
     finally:
+        if ahead is not None:
+            ahead.close()
         tasks.close()  # stops the reader processes at once, also when the run stops early
         bar.close()
         result.seconds = time.perf_counter() - started
         result.stage_seconds = {
-            "read_decode": read_seconds,
-            "preprocess": preprocess_seconds,
+            "read_decode": reader_time.read_decode,
+            "preprocess": reader_time.preprocess,
             "encode": encoder.seconds,
             "write": writer.seconds,
         }
