@@ -197,7 +197,8 @@ def write_stage(rows: list[dict], features, shard_size: int, folder: Path) -> fl
 # The run
 # ------------------------------------------------------------------------------------------------------------------
 def run_benchmark(args) -> dict:
-    workers = args.num_workers if args.num_workers is not None else default_num_workers(device=args.device)
+    # the library runs the stages in turn on the CPU by default; the overlapped path needs at least one reader
+    workers = args.num_workers if args.num_workers is not None else max(1, default_num_workers(device=args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="viq-extract-bench-"))
@@ -354,7 +355,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-side", type=int, default=96, help="smallest side in pixels (default 96)")
     parser.add_argument("--max-side", type=int, default=512, help="largest side in pixels (default 512)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
-    parser.add_argument("--num-workers", type=int, default=None, help="reader processes (default: the library's)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="reader processes (default: the library's, at least 1)")
     parser.add_argument("--max-batch-pixels", type=int, default=None,
                         help=f"pixel budget per encode call (default: the library's, {DEFAULT_MAX_BATCH_PIXELS:,}, on "
                         "a GPU; 1,048,576 on the CPU, where batching gains nothing and a few dozen images should "

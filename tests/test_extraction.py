@@ -372,7 +372,7 @@ def test_process_environment_as_torchrun_sets_it():
     with pytest.raises(ValueError, match=r"RANK=2 is not in \[0, WORLD_SIZE=2\)"):
         process_environment({"RANK": "2", "WORLD_SIZE": "2"})
     assert default_num_workers() >= 1 and default_num_workers(local_world_size=10_000) == 1
-    assert default_num_workers(device="cpu") == 1 and default_num_workers(device=torch.device("cpu")) == 1
+    assert default_num_workers(device="cpu") == 0 and default_num_workers(device=torch.device("cpu")) == 0
     if not torch.cuda.is_available():
         assert process_device("auto", 1) == "auto" and process_device("cpu", 1) == "cpu"
 

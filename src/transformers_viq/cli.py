@@ -66,7 +66,6 @@ class CLIError(Exception):
         self.code = code
 
 
-
 def _say(args, text: str) -> None:
     if not args.quiet:
         print(text)
@@ -644,8 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also at most this many images per packed model call (default: no limit)")  # fmt: skip
     extract.add_argument("--num-workers", type=_non_negative_int, default=None, metavar="N",
                          help="reader processes (read, decode, preprocess) running while the model encodes; "
-                         "0 runs every stage in turn (default: 1 on the CPU; with a GPU, this process's share "
-                         "of the CPUs less one, at most 16)")  # fmt: skip
+                         "0 runs every stage in turn (default: 0 on the CPU, where the encoder needs every core; "
+                         "with a GPU, this process's share of the CPUs less one, at most 16)")  # fmt: skip
     extract.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard (default 1000)")
     extract.add_argument("--limit", type=_positive_int, default=None, help="only the first N samples")
     extract.add_argument("--overwrite", action="store_true", help="delete this rank's shards and start over")

@@ -166,11 +166,14 @@ def available_cpus() -> int:
 def default_num_workers(local_world_size: int = 1, device: Any = "cuda") -> int:
     """
     Reader processes per extraction process. With an accelerator: this process's share of the CPUs, less one for
-    the encoder and the writer (at most 16). On the CPU: one, since the encoder needs the cores and a single reader
-    process already outpaces it (ViQ encodes far fewer images per second on a CPU than one core decodes).
+    the encoder and the writer (at most 16). On the CPU: none (every stage in turn). There the encoder uses every
+    core and outweighs reading, decoding and pre-processing about 100 to 1 at full width, so a reader process can
+    save at most ~1% while it takes CPU time from the encoder and, forked from a process holding the model, costs
+    copy-on-write page faults: measured on 2 cores, the overlapped run was 4-7% slower than the serial one
+    (`benchmarks/extract.py`). Pass `num_workers` to overlap anyway.
     """
     if str(device).split(":")[0] == "cpu":
-        return 1
+        return 0
     share = available_cpus() // max(1, local_world_size)
     return max(1, min(_MAX_WORKERS, share - 1))
 
