@@ -439,7 +439,8 @@ def command_extract(args) -> int:
     if result.num_images:
         summary += (
             f"\n  {result.num_images} image(s) in {result.seconds:.1f} s: {result.images_per_second:.1f} images/s "
-            f"({dtype_name(pipe.dtype)} on {pipe.device}, {num_workers} reader process(es)); stored "
+            f"({dtype_name(pipe.dtype)} on {pipe.device}, "
+            f"{f'{num_workers} reader process(es)' if num_workers else 'stages in turn'}); stored "
             f"{result.stored_bytes_per_image:,.0f} bytes per image"
         )
         if result.source_bytes:
