@@ -270,19 +270,7 @@ def resolve_original_checkpoint(path_or_repo: str | os.PathLike, size: str, subf
                 f"{path_or_repo} is a local folder without {filename}: not the authors' layout for size {size!r}."
             )
         return str(path)
-    from huggingface_hub import hf_hub_download
-
-    repo = os.fspath(path_or_repo)
-    kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS and v is not None}
-    cached = not kwargs.get("force_download") and cached_file(repo, filename, kwargs.get("revision"),
-                                                               kwargs.get("cache_dir"))  # fmt: skip
-    if is_offline(hub_kwargs):
-        if not cached:
-            raise offline_error(repo, filename)
-        kwargs["local_files_only"] = True
-    elif not cached:  # one request without retries first, so that no network fails in seconds, not minutes
-        probe_file(repo, filename, revision=kwargs.get("revision"), token=kwargs.get("token"))
-    return hf_hub_download(repo, filename=filename, **kwargs)
+    return _download(os.fspath(path_or_repo), filename, hub_kwargs)
 
 
 def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -462,7 +450,7 @@ def _download(repo: str, filename: str, hub_kwargs: Mapping) -> str:
         if not cached:
             raise offline_error(repo, filename)
         kwargs["local_files_only"] = True
-    elif not cached:
+    elif not cached:  # one request without retries first, so that no network fails in seconds, not minutes
         probe_file(repo, filename, revision=kwargs.get("revision"), token=kwargs.get("token"))
     return hf_hub_download(repo, filename=filename, **kwargs)
 
