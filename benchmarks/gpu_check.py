@@ -45,13 +45,10 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import math
-import os
 import platform
 import statistics
 import sys
 import time
-import traceback
 from pathlib import Path
 
 
@@ -70,7 +67,16 @@ import transformers_viq  # noqa: E402
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel  # noqa: E402
 from transformers_viq.modeling_viq import resolve_packed_attention  # noqa: E402
 
-from harness import encode_flops, format_table, make_inputs, parse_size  # noqa: E402
+from harness import (  # noqa: E402
+    RunLog,
+    StageReport,
+    encode_flops,
+    format_table,
+    free_memory,
+    make_inputs,
+    parse_size,
+    synchronize,
+)
 
 
 VARIANTS = {  # name -> (dtype, attention implementation)
@@ -81,87 +87,8 @@ VARIANTS = {  # name -> (dtype, attention implementation)
 SIZE_NAMES = {15360: "16k", 64000: "64k"}
 # The bounds of tests/test_parity_official.py (fp32 on CPU); applied to the fp32 rows for information.
 FP32_CODE_BAR, FP32_ATOL, FP32_PIXEL_BAR = 0.999, 1e-4, 1
-T0 = time.perf_counter()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Logging, report
-# ----------------------------------------------------------------------------------------------------------------
-def elapsed() -> float:
-    return time.perf_counter() - T0
-
-
-def log(message: str) -> None:
-    print(f"[gpu-check {time.strftime('%H:%M:%S')} +{elapsed():6.1f}s] {message}", flush=True)
-
-
-def _clean(value):
-    """JSON-safe copy: NaN/inf become strings, tuples lists, numpy scalars Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-class Report:
-    def __init__(self, path: str | None):
-        self.path = path
-        self.data: dict = {"finished": False, "errors": [], "skipped": [], "cases": {}, "throughput": []}
-
-    @property
-    def errors(self) -> list:
-        return self.data["errors"]
-
-    def skip(self, what: str, reason: str) -> None:
-        log(f"SKIP {what}: {reason}")
-        self.data["skipped"].append({"what": what, "reason": reason})
-
-    def write(self) -> None:
-        self.data["wall_s"] = round(elapsed(), 1)
-        if not self.path:
-            return
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            tmp = f"{self.path}.tmp"
-            with open(tmp, "w") as handle:
-                json.dump(_clean(self.data), handle, indent=2, allow_nan=False)
-            os.replace(tmp, self.path)
-        except Exception as error:  # the report must never end the run
-            log(f"could not write {self.path}: {error!r}")
-
-    @contextlib.contextmanager
-    def stage(self, name: str):
-        """Run a stage; an exception is logged and recorded, and the run continues after the `with` block."""
-        start = time.perf_counter()
-        log(f"{name} ...")
-        try:
-            yield
-            log(f"{name}: done in {time.perf_counter() - start:.1f} s")
-        except Exception as error:
-            lines = traceback.format_exception(type(error), error, error.__traceback__)
-            log(f"ERROR in {name}: {type(error).__name__}: {error}")
-            print("".join(lines[-6:]), end="", flush=True)
-            self.errors.append({"stage": name, "error": f"{type(error).__name__}: {error}",
-                                "traceback": "".join(lines[-12:])})  # fmt: skip
-            free_memory()
-        finally:
-            self.write()
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+LOG = RunLog("gpu-check")  # log("...") prints with the run's clock; elapsed() is its seconds
+log, elapsed = LOG, LOG.elapsed
 
 
 def environment(device: torch.device) -> dict:
@@ -492,7 +419,7 @@ def _fmt(value, spec: str = ".4f") -> str:
     return format(value, spec)
 
 
-def parity_table(report: Report) -> str:
+def parity_table(report: StageReport) -> str:
     headers = ["case", "variant", "codes=official", "worst image", "codes=our fp32", "codes=bf16-sdpa", "q-in max|d|",
                "feat max|d|", "pooled(off.codes) max|d|", "cos min", "pooled(own codes) max|d|", "cos min",
                "latent max|d|", "pixels max|d|", "pixels mean|d|", "s", "note"]  # fmt: skip
@@ -516,7 +443,7 @@ def parity_table(report: Report) -> str:
     return format_table(headers, body) if body else "(no parity rows)"
 
 
-def throughput_table(report: Report) -> str:
+def throughput_table(report: StageReport) -> str:
     headers = ["size", "variant", "images", "tokens", "calls", "s/call", "images/s", "tokens/s", "TFLOP/s",
                "peak GiB", "peak-weights GiB", "note"]  # fmt: skip
     body = []
@@ -533,7 +460,7 @@ def throughput_table(report: Report) -> str:
     return format_table(headers, body) if body else "(no throughput rows)"
 
 
-def summary(report: Report) -> list[str]:
+def summary(report: StageReport) -> list[str]:
     lines = []
     for name, case in report.data["cases"].items():
         for variant, row in case.get("variants", {}).items():
@@ -606,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON (rewritten after every stage)")
     args = parser.parse_args(argv)
 
-    report = Report(args.json)
+    report = StageReport(args.json, LOG, cases={}, throughput=[])
     hf_logging.disable_progress_bar()  # keep the log readable (no "Loading weights" bars)
     try:
         manifest = json.loads(MANIFEST_PATH.read_text())

@@ -42,14 +42,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import gc
-import json
 import math
 import os
 import platform
 import sys
 import time
-import traceback
 import warnings
 
 import torch
@@ -60,10 +57,9 @@ import transformers_viq
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
 from transformers_viq.modeling_viq import resolve_packed_attention
 
-from harness import encode_flops, format_table, make_inputs, parse_size
+from harness import RunLog, StageReport, encode_flops, format_table, free_memory, make_inputs, parse_size, synchronize
 
 
-T0 = time.perf_counter()
 CODES_COMPONENTS = ("embeddings", "encoder", "fusion", "quantizer")  # encode(..., return_pooler_output=False)
 MIXED = {  # 8 sizes of the issue's mixed row (224x336 ... 1024x1024), and a small set for CPU dry runs
     "mixed": [(224, 336), (384, 384), (448, 640), (512, 512), (640, 480), (768, 768), (896, 672), (1024, 1024)],
@@ -90,63 +86,8 @@ TARGET_VS_AUTHORS = 1.5
 # ----------------------------------------------------------------------------------------------------------------
 # Logging, report
 # ----------------------------------------------------------------------------------------------------------------
-def elapsed() -> float:
-    return time.perf_counter() - T0
-
-
-def log(message: str) -> None:
-    print(f"[gpu-sweep {time.strftime('%H:%M:%S')} +{elapsed():6.1f}s] {message}", flush=True)
-
-
-class Report:
-    def __init__(self, path: str | None):
-        self.path = path
-        self.data: dict = {"finished": False, "errors": [], "skipped": [], "matmul": {}, "rows": [], "profile": {},
-                           "agreement": {}, "sync_check": {}}  # fmt: skip
-
-    def skip(self, what: str, reason: str) -> None:
-        log(f"SKIP {what}: {reason}")
-        self.data["skipped"].append({"what": what, "reason": reason})
-
-    def write(self) -> None:
-        self.data["wall_s"] = round(elapsed(), 1)
-        if self.path:
-            try:
-                os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
-                with open(f"{self.path}.tmp", "w") as handle:
-                    json.dump(self.data, handle, indent=2, default=str)
-                os.replace(f"{self.path}.tmp", self.path)
-            except Exception as error:  # the report must never end the run
-                log(f"could not write {self.path}: {error!r}")
-
-    @contextlib.contextmanager
-    def stage(self, name: str):
-        """Run a stage; an exception is logged and recorded, and the run goes on after the `with` block."""
-        start = time.perf_counter()
-        log(f"{name} ...")
-        try:
-            yield
-            log(f"{name}: done in {time.perf_counter() - start:.1f} s")
-        except Exception as error:
-            lines = traceback.format_exception(type(error), error, error.__traceback__)
-            log(f"ERROR in {name}: {type(error).__name__}: {error}")
-            print("".join(lines[-6:]), end="", flush=True)
-            self.data["errors"].append({"stage": name, "error": f"{type(error).__name__}: {error}",
-                                        "traceback": "".join(lines[-12:])})  # fmt: skip
-            free_memory()
-        finally:
-            self.write()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+LOG = RunLog("gpu-sweep")
+log, elapsed = LOG, LOG.elapsed
 
 
 def graphs_compiled() -> int:
@@ -410,7 +351,7 @@ def sync_check(model: ViQModel, entry: dict, label: str, packed: str, compiled: 
 # ----------------------------------------------------------------------------------------------------------------
 # Tables
 # ----------------------------------------------------------------------------------------------------------------
-def rows_table(report: Report) -> str:
+def rows_table(report: StageReport) -> str:
     headers = ["variant", "size", "batch", "calls", "images/s", "tokens/s", "TFLOP/s", "share of matmul", "peak GiB",
                "first call s", "new graphs", "attention / note"]  # fmt: skip
     body = []
@@ -427,7 +368,7 @@ def rows_table(report: Report) -> str:
     return format_table(headers, body) if body else "(no rows)"
 
 
-def targets(report: Report, variant: str) -> list[str]:
+def targets(report: StageReport, variant: str) -> list[str]:
     """The issue's targets, read off the rows of `variant` at batch 8."""
     lines = []
     rows = {(r["size"], r["batch"]): r for r in report.data["rows"] if r["variant"] == variant and "images_per_s" in r}
@@ -510,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
               "device", file=sys.stderr)  # fmt: skip
         return 2
 
-    report = Report(args.json)
+    report = StageReport(args.json, LOG, matmul={}, rows=[], profile={}, agreement={}, sync_check={})
     hf_logging.disable_progress_bar()
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, for the model and its matmul reference
     torch.backends.cudnn.allow_tf32 = False

@@ -1,11 +1,19 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
-"""What the benchmark scripts share: the analytic FLOP count of `ViQModel.encode`, input making, size parsing and
-Markdown tables. The scripts import it as a sibling module (`import harness`), as `python benchmarks/x.py` runs them.
+"""What the benchmark scripts share: the analytic FLOP count of `ViQModel.encode`, input making, size parsing,
+Markdown tables, and the log and JSON report of the one-shot GPU scripts. The scripts import it as a sibling module
+(`import harness`), as `python benchmarks/x.py` runs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import time
+import traceback
 
 import numpy as np
 import torch
@@ -110,3 +118,94 @@ def format_table(headers: list[str], body: list[list[str]]) -> str:
                                                for j, cell in enumerate(cells)) + " |"  # fmt: skip
     separator = "|" + "|".join(("-" * (w + 1) + ":") if j else ":" + "-" * (w + 1) for j, w in enumerate(widths)) + "|"
     return "\n".join([aligned(headers), separator, *(aligned(line) for line in body)])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The one-shot GPU scripts (gpu_check.py, gpu_sweep.py): a log with the run's clock, a JSON report written after
+# every stage, stages whose failure is recorded and does not end the run
+# ------------------------------------------------------------------------------------------------------------------
+class RunLog:
+    """`log("...")` prints `[name HH:MM:SS +seconds] ...` at once; `elapsed()` is the seconds since the start."""
+
+    def __init__(self, name: str):
+        self.name, self.start = name, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.name} {time.strftime('%H:%M:%S')} +{self.elapsed():6.1f}s] {message}", flush=True)
+
+
+def json_safe(value):
+    """JSON-safe copy: NaN/inf become strings, tuples lists, numpy scalars Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StageReport:
+    """
+    The run's JSON report (`data`, rewritten atomically after every stage so that a run cut short still leaves its
+    numbers), with `skip(what, reason)` and `with report.stage(name):` blocks whose exception is logged, recorded in
+    `errors` and does not end the run.
+    """
+
+    def __init__(self, path: str | None, log: RunLog, **sections):
+        self.path, self.log = path, log
+        self.data: dict = {"finished": False, "errors": [], "skipped": [], **sections}
+
+    @property
+    def errors(self) -> list:
+        return self.data["errors"]
+
+    def skip(self, what: str, reason: str) -> None:
+        self.log(f"SKIP {what}: {reason}")
+        self.data["skipped"].append({"what": what, "reason": reason})
+
+    def write(self) -> None:
+        self.data["wall_s"] = round(self.log.elapsed(), 1)
+        if not self.path:
+            return
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(f"{self.path}.tmp", "w") as handle:
+                json.dump(json_safe(self.data), handle, indent=2, allow_nan=False, default=str)
+            os.replace(f"{self.path}.tmp", self.path)
+        except Exception as error:  # the report must never end the run
+            self.log(f"could not write {self.path}: {error!r}")
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        """Run a stage; an exception is logged and recorded, and the run goes on after the `with` block."""
+        start = time.perf_counter()
+        self.log(f"{name} ...")
+        try:
+            yield
+            self.log(f"{name}: done in {time.perf_counter() - start:.1f} s")
+        except Exception as error:
+            lines = traceback.format_exception(type(error), error, error.__traceback__)
+            self.log(f"ERROR in {name}: {type(error).__name__}: {error}")
+            print("".join(lines[-6:]), end="", flush=True)
+            self.errors.append({"stage": name, "error": f"{type(error).__name__}: {error}",
+                                "traceback": "".join(lines[-12:])})  # fmt: skip
+            free_memory()
+        finally:
+            self.write()
