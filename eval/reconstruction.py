@@ -32,29 +32,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from transformers_viq import metrics
-from transformers_viq.image_io import load_rgb
+from transformers_viq.image_io import load_rgb, resize_crop
 from transformers_viq.pipeline import DEFAULT_MODEL, DEFAULT_SIZE, ViQPipeline, reconstruction_numbers
 from transformers_viq.visualization import numbers_text, save_png, side_by_side
 
 from eval_utils import list_images, run_script
-
-
-def resize_center_crop(array: np.ndarray, size: int) -> np.ndarray:
-    """Shorter side to `size` (bicubic; longer side `int(size * long / short)`), then the central `size x size`."""
-    image = Image.fromarray(array)
-    width, height = image.size
-    if min(width, height) != size:
-        if width <= height:
-            new_width, new_height = size, int(size * height / width)
-        else:
-            new_width, new_height = int(size * width / height), size
-        image = image.resize((new_width, new_height), Image.Resampling.BICUBIC)
-        width, height = image.size
-    left, top = int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
-    return np.ascontiguousarray(np.asarray(image.crop((left, top, left + size, top + size))))
 
 
 class Source:
@@ -183,7 +167,7 @@ def run(args) -> dict:
         pending_real.clear()
         pending_fake.clear()
 
-    items = ((name, resize_center_crop(array, resolution)) for name, array in source)
+    items = ((name, resize_crop(array, resolution)) for name, array in source)
     for item in pipe.reconstruct(items, args.batch_size, not args.quiet, "reconstruction", source.total):
         psnr = metrics.psnr(item.original, item.reconstruction)
         rows.append({"image": item.name, "psnr": psnr, "ssim": metrics.ssim(item.original, item.reconstruction)})

@@ -182,14 +182,15 @@ def test_reconstruction_folder_reports_psnr_ssim_and_skips_rfid(two_images, tmp_
     assert (out / "per_image.csv").exists() and (out / "example_001.png").exists()
 
 
-def test_resize_center_crop_protocol(load_script):
-    reconstruction = load_script("reconstruction")
+def test_resize_center_crop_protocol():
+    from transformers_viq.image_io import resize_crop
+
     wide = np.zeros((100, 300, 3), np.uint8)
     wide[:, 140:160] = 255  # a bar in the centre stays in the centre
-    crop = reconstruction.resize_center_crop(wide, 64)
+    crop = resize_crop(wide, 64)
     assert crop.shape == (64, 64, 3)
     assert crop[:, 32].mean() > 200 and crop[:, 0].mean() < 10
-    assert reconstruction.resize_center_crop(np.zeros((64, 64, 3), np.uint8), 64).shape == (64, 64, 3)
+    assert resize_crop(np.zeros((64, 64, 3), np.uint8), 64).shape == (64, 64, 3)
 
 
 class FakeInception(torch.nn.Module):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import struct
 from typing import Any
 
@@ -271,7 +272,27 @@ def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(resized)
 
 
+def resize_crop(image: np.ndarray, size: int, random_crop: bool = False) -> np.ndarray:
+    """Shorter side to `size` (bicubic; the longer side `int(size * long / short)`), then a `size x size` crop: the
+    center one (the reconstruction protocol of `eval/reconstruction.py`) or a random one (training)."""
+    pil = Image.fromarray(image)
+    width, height = pil.size
+    if min(width, height) != size:
+        if width <= height:
+            new_width, new_height = size, int(size * height / width)
+        else:
+            new_width, new_height = int(size * width / height), size
+        pil = pil.resize((new_width, new_height), Image.Resampling.BICUBIC)
+        width, height = pil.size
+    if random_crop:
+        left, top = random.randint(0, width - size), random.randint(0, height - size)
+    else:
+        left, top = int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
+    return np.ascontiguousarray(np.asarray(pil.crop((left, top, left + size, top + size))))
+
+
 __all__ = [
+    "resize_crop",
     "check_image_file",
     "decode_array",
     "decode_image",

@@ -15,14 +15,12 @@ The text side follows Qwen2.5's chat format; each image is `<|vision_start|>` + 
 from __future__ import annotations
 
 import os
-import random
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..image_io import load_rgb
+from ..image_io import load_rgb, resize_crop
 from ..logging_utils import get_logger
 from .schedule import ResolutionSchedule
 
@@ -55,25 +53,6 @@ def load_training_dataset(name_or_path: str, split: str = "train"):
             raise ValueError(f"{name_or_path}: a dataset file must be .json or .jsonl (LLaVA-style records).")
         return datasets.load_dataset("json", data_files=name_or_path, split="train")
     return datasets.load_dataset(name_or_path, split=split)
-
-
-def resize_crop(image: np.ndarray, size: int, random_crop: bool = False) -> np.ndarray:
-    """Shorter side to `size` (bicubic; the longer side `int(size * long / short)`), then a `size x size` crop: the
-    center one (the reconstruction protocol of `eval/reconstruction.py`) or a random one (training)."""
-    pil = Image.fromarray(image)
-    width, height = pil.size
-    if min(width, height) != size:
-        if width <= height:
-            new_width, new_height = size, int(size * height / width)
-        else:
-            new_width, new_height = int(size * width / height), size
-        pil = pil.resize((new_width, new_height), Image.Resampling.BICUBIC)
-        width, height = pil.size
-    if random_crop:
-        left, top = random.randint(0, width - size), random.randint(0, height - size)
-    else:
-        left, top = int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
-    return np.ascontiguousarray(np.asarray(pil.crop((left, top, left + size, top + size))))
 
 
 def _row_images(row: dict[str, Any], image_column: str, image_folder: str | None) -> list:
