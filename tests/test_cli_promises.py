@@ -16,8 +16,6 @@ import torch
 
 from transformers_viq import ViQCodes
 from transformers_viq.cli import EXIT_HUB, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, build_parser, main
-from transformers_viq.testing import TINY_VAE
-from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,17 +38,6 @@ def image(tmp_path) -> Path:
     path.parent.mkdir()
     shutil.copy(SAMPLE, path)
     return path
-
-
-@pytest.fixture(scope="module")
-def authors_layout(tmp_path_factory) -> Path:
-    """A folder in the authors' layout holding a tiny 16k checkpoint (widths of 32, 2 layers)."""
-    folder = tmp_path_factory.mktemp("authors")
-    checkpoint = folder / "ViQ" / "converted_16k" / "model_viq_fsq_16k.pth"
-    checkpoint.parent.mkdir(parents=True)
-    torch.save(make_reference_state_dict([8, 8, 8, 6, 5], seed=1, num_layers=2, hidden_size=32, mlp_ratio=2,
-                                         fsq_width=16, pos_grid=8, vae_config=TINY_VAE), checkpoint)  # fmt: skip
-    return folder
 
 
 # ------------------------------------------------------------------------------------------------------------------

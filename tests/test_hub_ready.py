@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,18 +24,7 @@ from transformers_viq import (
 )
 from transformers_viq.model_cards import save_for_hub
 from transformers_viq.original_checkpoint import OriginalLayoutError
-from transformers_viq.testing import TINY_VAE, make_tiny_model, make_tiny_vlm, qwen_tokenizer, tiny_config
-from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
-
-
-@pytest.fixture(scope="module")
-def authors_layout(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("authors")
-    checkpoint = folder / "ViQ" / "converted_16k" / "model_viq_fsq_16k.pth"
-    checkpoint.parent.mkdir(parents=True)
-    torch.save(make_reference_state_dict([8, 8, 8, 6, 5], seed=1, num_layers=2, hidden_size=32, mlp_ratio=2,
-                                         fsq_width=16, pos_grid=8, vae_config=TINY_VAE), checkpoint)  # fmt: skip
-    return folder
+from transformers_viq.testing import make_tiny_model, make_tiny_vlm, qwen_tokenizer, tiny_config
 
 
 @pytest.fixture
