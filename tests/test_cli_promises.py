@@ -154,6 +154,24 @@ def test_a_missing_extra_is_named_and_leaves_no_output_folder(image, tmp_path, c
     assert "Traceback" in capsys.readouterr().err and not out.exists()
 
 
+def test_extract_names_its_missing_extra_before_loading_anything(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `datasets` (the `eval` extra) is not installed
+    out = tmp_path / "codes"
+    assert main(["extract", "someone/images", "-o", str(out), *MODEL_ARGS]) == EXIT_RUNTIME
+    assert "pip install 'transformers-viq[eval]'" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_extract_takes_hub_dataset_names_and_refuses_missing_local_ones(tmp_path, capsys):
+    parser = build_parser()
+    for name in ("someone/images", "mnist"):  # Hub ids go to datasets.load_dataset, not to "no such dataset"
+        assert parser.parse_args(["extract", name, "-o", str(tmp_path / "o")]).dataset == name
+    for missing in ("./nowhere", "a/b/c", "data.json"):
+        assert main(["extract", missing, "-o", str(tmp_path / "o"), *MODEL_ARGS]) == EXIT_USAGE
+        assert _error_line(capsys) == f"viq: error: no such dataset: {missing}"
+    assert not (tmp_path / "o").exists()
+
+
 QUIET_SCRIPT = """
 import sys
 from transformers_viq.cli import main
@@ -225,6 +243,7 @@ def test_every_command_fails_fast_with_one_exit_code_when_the_hub_is_out_of_reac
         "reconstruct": ["reconstruct", str(image), "-o", str(out / "recon")],
         "convert": ["convert", "--size", "16k", "-o", str(out / "converted")],
         "hf-format repo": ["encode", str(image), "-o", str(out / "c.safetensors"), "--model", "someone/viq-16k"],
+        "extract a Hub dataset": ["extract", "someone/images", "-o", str(out / "codes"), *MODEL_ARGS, "-q"],
     }
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home")}  # an empty Hugging Face cache
     env.pop("HF_HUB_OFFLINE", None)

@@ -336,7 +336,7 @@ def command_reconstruct(args) -> int:
 
 def command_convert(args) -> int:
     from . import convert_viq_original_to_hf as converter
-    from .pipeline import looks_like_path
+    from .hub_utils import looks_like_path
 
     if looks_like_path(args.source) and not os.path.isdir(os.path.expanduser(args.source)):
         raise CLIError(f"no such model folder: {args.source}", EXIT_USAGE)
@@ -370,6 +370,7 @@ def command_convert(args) -> int:
 def command_extract(args) -> int:
     from .extraction import (
         DEFAULT_MAX_BATCH_PIXELS,
+        check_extraction_dependencies,
         default_num_workers,
         dtype_name,
         extract_codes,
@@ -377,11 +378,13 @@ def command_extract(args) -> int:
         process_device,
         process_environment,
     )
-    from .pipeline import looks_like_path
+    from .hub_utils import looks_like_path
     from .validation import IncompatibleCodebookError
 
+    check_extraction_dependencies()  # the `eval` extra: say so before the model loads or anything is written
     dataset = args.dataset
-    if (looks_like_path(dataset) or os.sep in dataset) and not os.path.exists(os.path.expanduser(dataset)):
+    local = looks_like_path(dataset) or dataset.lower().endswith((".json", ".jsonl"))
+    if local and not os.path.exists(os.path.expanduser(dataset)):
         raise CLIError(f"no such dataset: {dataset}", EXIT_USAGE)
     if args.image_folder is not None:
         if not is_llava_json(dataset):

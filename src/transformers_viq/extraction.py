@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .file_utils import atomic_path, write_json
+from .hub_utils import cached_dataset, looks_like_path, probe_dataset
 from .image_io import open_image
 from .logging_utils import get_logger, one_line, progress_bar
 from .validation import IncompatibleCodebookError, check_same_codebook
@@ -181,6 +182,17 @@ def default_num_workers(local_world_size: int = 1, device: Any = "cuda") -> int:
 # ------------------------------------------------------------------------------------------------------------------
 # Source dataset
 # ------------------------------------------------------------------------------------------------------------------
+def check_extraction_dependencies() -> None:
+    """Raise an `ImportError` naming the extra to install when `datasets` (shards, sources) is missing."""
+    try:
+        import datasets  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "extracting codes needs the `datasets` package, which is not installed: "
+            "pip install 'transformers-viq[eval]' (or pip install datasets)"
+        ) from error
+
+
 def is_llava_json(dataset: Any) -> bool:
     """Whether `dataset` is the path of a LLaVA-style `.json`/`.jsonl` file."""
     if not isinstance(dataset, (str, os.PathLike)):
@@ -213,9 +225,11 @@ def load_source_dataset(dataset: Any, split: str | None = None, image_folder: st
             dataset = datasets.load_from_disk(expanded)
         elif os.path.exists(expanded):
             dataset = datasets.load_dataset(expanded, split=split)
-        elif path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep in path and os.sep != "/":
+        elif looks_like_path(path) or path.lower().endswith(LLAVA_SUFFIXES):
             raise FileNotFoundError(f"no such dataset: {path}")
-        else:
+        else:  # a Hub dataset: fail at once, not after datasets' retries, when it cannot be reached and is not cached
+            if not cached_dataset(path):
+                probe_dataset(path)  # offline: raises without asking
             dataset = datasets.load_dataset(path, split=split)
     if isinstance(dataset, (datasets.DatasetDict, dict)):
         if split is None:
@@ -859,6 +873,7 @@ def extract_codes(
         raise ValueError("batch_size, shard_size and max_batch_pixels must be >= 1")
     if num_workers is not None and num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    check_extraction_dependencies()
     output_dir = os.fspath(output_dir)
 
     if isinstance(model, (str, os.PathLike)):

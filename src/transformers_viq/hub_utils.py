@@ -37,6 +37,11 @@ def _env_offline() -> bool:
     return value.upper() in ("1", "ON", "YES", "TRUE")
 
 
+def looks_like_path(name: str) -> bool:
+    """A local path rather than a Hub id (`name` or `owner/name`): it starts with `.`, `/` or `~`, or has 2+ `/`."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
 def endpoint() -> str:
     from huggingface_hub import constants
 
@@ -98,6 +103,47 @@ def probe_file(repo_id: str, filename: str, *, revision: str | None = None, toke
                 f"cannot reach the Hugging Face Hub at {endpoint()} to get {repo_id}/{filename} "
                 f"({type(error).__name__}: {_first_line(error)}); it is not in the local cache. Check the network "
                 "or proxy settings (HF_ENDPOINT, HTTPS_PROXY), or load a local folder."
+            ) from error
+        raise
+    return True
+
+
+def cached_dataset(repo_id: str, cache_dir=None) -> bool:
+    """Whether some files of the Hub dataset `repo_id` are in the Hugging Face cache (`datasets` keeps them there)."""
+    from huggingface_hub import constants
+
+    folder = "datasets--" + repo_id.replace("/", "--")
+    return os.path.isdir(os.path.join(os.fspath(cache_dir or constants.HF_HUB_CACHE), folder))
+
+
+def probe_dataset(repo_id: str, *, token=None) -> bool:
+    """
+    Ask the Hub once, without retries, whether the dataset `repo_id` exists (`datasets.load_dataset` retries a
+    failed request five times, with pauses, before it fails).
+
+    Returns:
+        `True` if it exists; `False` if the Hub answered that it does not or may not be read (`load_dataset` then
+        raises the precise error).
+
+    Raises:
+        [`HubUnreachableError`] when offline (without asking) or when the Hub cannot be reached.
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    what = f"the dataset {repo_id}"
+    if is_offline():
+        raise HubUnreachableError(f"offline mode (HF_HUB_OFFLINE=1) and {what} is not in the local cache.")
+    try:
+        HfApi().dataset_info(repo_id, token=token, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        return False
+    except Exception as error:
+        if is_network_error(error):
+            raise HubUnreachableError(
+                f"cannot reach the Hugging Face Hub at {endpoint()} to get {what} ({type(error).__name__}: "
+                f"{_first_line(error)}); it is not in the local cache. Check the network or proxy settings "
+                "(HF_ENDPOINT, HTTPS_PROXY), or give a local folder or file."
             ) from error
         raise
     return True

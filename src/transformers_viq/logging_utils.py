@@ -126,7 +126,7 @@ def configure(verbosity: int | str = logging.WARNING, progress: bool = True, lib
         os.environ.pop(_DATASETS_ENV, None)
         _datasets_env_set = False
     for module, name in (("diffusers.utils.logging", "diffusers"), ("datasets.utils.logging", "datasets")):
-        if module.split(".")[0] not in sys.modules:
+        if sys.modules.get(module.split(".")[0]) is None:  # not imported (or its import is blocked)
             logging.getLogger(name).setLevel(library_level)  # configured before the library is even imported
             continue
         import importlib

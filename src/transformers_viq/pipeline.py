@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
-from .hub_utils import HubUnreachableError, cached_file, hub_error_reason, is_offline, probe_file
+from .hub_utils import HubUnreachableError, cached_file, hub_error_reason, is_offline, looks_like_path, probe_file
 from .image_io import load_rgb, resize_rgb
 from .logging_utils import get_logger, one_line, progress_bar
 from .original_checkpoint import AUTHORS_REPO, original_layout_sizes
@@ -53,11 +53,6 @@ class ModelLoadError(RuntimeError):
 # ------------------------------------------------------------------------------------------------------------------
 # Resolving what to load
 # ------------------------------------------------------------------------------------------------------------------
-def looks_like_path(model: str) -> bool:
-    """A local path rather than a Hub id (`owner/name`)."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
-
-
 def resolve_device(device: str = "auto") -> str:
     """`"auto"` -> `"cuda"` when available, else `"cpu"`; a CUDA device without CUDA raises a `ValueError`."""
     import torch
