@@ -436,3 +436,19 @@ def test_max_pixels_caps_the_image_area(tiny_vlm):
         grids.append(lm._model_inputs([conversation], [image], padding_side="left")["image_grid_hw"].tolist())
     assert grids[0] == [[16, 12]]  # native size (multiples of 32)
     assert grids[1][0][0] * grids[1][0][1] * 16 * 16 <= 64 * 64
+
+
+def test_document_images_are_decoded_as_the_processor_decodes_them(tmp_path):
+    """EXIF orientation and transparency, as `viq encode` sees the same files (not a bare `.convert("RGB")`)."""
+    from transformers_viq.integrations.lmms_eval import _images
+
+    turned = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: upright it is 10 wide and 20 high
+    Image.new("RGB", (20, 10), (200, 30, 30)).save(turned, exif=exif)
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent: white once composed, black if just dropped
+    images = _images([str(turned), clear], "task")
+    assert images[0].size == (10, 20) and images[0].mode == "RGB"
+    assert np.asarray(images[1]).min() == 255
+    with pytest.raises(ValueError, match="viq_qwen reads images; task 'task' gave a int"):
+        _images([3], "task")

@@ -42,6 +42,7 @@ from lmms_eval.protocol import ChatMessages
 from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from ..image_io import load_rgb
 from ..logging_utils import get_logger, progress_bar
 from ..modeling_viq_qwen import ViQForConditionalGeneration
 from ..processing_viq import ViQProcessor
@@ -407,14 +408,16 @@ def _cut_at(answer: str, stop_strings: Sequence[str]) -> str:
 
 
 def _images(visuals, task: str) -> list[Image.Image]:
-    """The RGB images of a document (`doc_to_visual` output or a message's image: PIL images or image files)."""
+    """
+    The RGB images of a document (`doc_to_visual` output or a message's image: PIL images or image files), decoded
+    as the image processor decodes them (`image_io.load_rgb`: EXIF orientation, transparency, 16-bit, CMYK).
+    """
     images = []
     for visual in visuals or []:
-        if isinstance(visual, str) and visual.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(visual):
-            visual = Image.open(visual)
-        if not isinstance(visual, Image.Image):
+        is_file = isinstance(visual, str) and visual.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(visual)
+        if not (is_file or isinstance(visual, Image.Image)):
             raise ValueError(f"viq_qwen reads images; task {task!r} gave a {type(visual).__name__} ({visual!r:.80}).")
-        images.append(visual.convert("RGB"))
+        images.append(Image.fromarray(load_rgb(visual)))
     return images
 
 
