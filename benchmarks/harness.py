@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import math
-import os
 import time
 import traceback
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from transformers_viq import ViQConfig, ViQImageProcessor
+from transformers_viq.file_utils import write_json
 
 
 # Top-level submodules `ViQModel.encode(..., return_pooler_output=True)` runs, in order (the keys of `encode_flops`).
@@ -138,7 +137,7 @@ class RunLog:
 
 
 def json_safe(value):
-    """JSON-safe copy: NaN/inf become strings, tuples lists, numpy scalars Python numbers."""
+    """JSON-safe copy: NaN/inf become strings, tuples lists, numpy scalars Python numbers, other objects strings."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -147,7 +146,9 @@ def json_safe(value):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    return value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def free_memory() -> None:
@@ -185,10 +186,7 @@ class StageReport:
         if not self.path:
             return
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with open(f"{self.path}.tmp", "w") as handle:
-                json.dump(json_safe(self.data), handle, indent=2, allow_nan=False, default=str)
-            os.replace(f"{self.path}.tmp", self.path)
+            write_json(self.path, json_safe(self.data))
         except Exception as error:  # the report must never end the run
             self.log(f"could not write {self.path}: {error!r}")
 
