@@ -198,6 +198,31 @@ def test_build_from_a_viq_tokenizer_and_a_qwen_checkpoint(tmp_path):
     assert model.config.tie_word_embeddings and model.lm_head.weight is model.get_input_embeddings().weight
     for name, param in model.model.projector.named_parameters():
         assert torch.isfinite(param).all() and param.abs().max() < 10, name
+
+
+def test_training_a_fresh_projector_that_is_frozen_is_warned_about(tmp_path, caplog):
+    """Whatever trains the VLM (TRL, a plain Trainer, a loop), a fresh frozen projector is never silent."""
+    from transformers_viq.training import freeze
+
+    viq = make_tiny_model()
+    viq.save_pretrained(tmp_path / "viq")
+    qwen = Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in TEXT.items() if k != "model_type"}))
+    model = ViQForConditionalGeneration.from_viq_and_qwen(tmp_path / "viq", qwen, image_token_id=IMAGE).train()
+    inputs = pixels(images(sizes=((32, 32),)))
+    input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
+
+    def train_step(vlm) -> list[str]:
+        caplog.clear()
+        vlm(input_ids=input_ids, labels=input_ids, **inputs).loss.backward()
+        return [r.getMessage() for r in caplog.records if "freshly initialised projector" in r.getMessage()]
+
+    assert train_step(model) == []  # the projector trains: nothing to say
+    freeze(model, vision=True, projector=True, language_model=False)
+    assert len(train_step(model)) == 1 and train_step(model) == []  # said once
+    model.eval()
+    model.save_pretrained(tmp_path / "vlm")
+    reloaded = freeze(ViQForConditionalGeneration.from_pretrained(tmp_path / "vlm").train(), projector=True)
+    assert train_step(reloaded) == []  # a saved projector is not a fresh one
     inputs = pixels(images()[:1])
     input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
     assert torch.isfinite(model(input_ids=input_ids, **inputs).logits).all()

@@ -346,6 +346,19 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
     def get_image_features(self, pixel_values=None, image_codes=None, image_grid_hw=None) -> list[torch.FloatTensor]:
         return self.model.get_image_features(pixel_values, image_codes, image_grid_hw)
 
+    def _warn_if_fresh_projector_is_frozen(self) -> None:
+        """Training with the projector `from_viq_and_qwen` just made, but frozen: never silent (warned once)."""
+        projector = self.model.projector
+        if not getattr(projector, "freshly_initialised", False) or getattr(projector, "_frozen_warned", False):
+            return
+        if not any(parameter.requires_grad for parameter in projector.parameters()):
+            projector._frozen_warned = True
+            logger.warning(
+                "Training with a freshly initialised projector that is frozen: the LLM gets random image embeddings "
+                "and the projector would be saved untrained. Unfreeze it (training.freeze(model, projector=False)) "
+                "or, with LoRA/DoRA, keep it in `modules_to_save` (training.language_model_lora_config does)."
+            )
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -368,6 +381,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
             Compute logits only for the last `logits_to_keep` positions (0: all).
         """
+        if self.training and labels is not None:
+            self._warn_if_fresh_projector_is_frozen()
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -516,6 +531,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         model.model.projector = ViQProjector(config)
         for module in model.model.projector.modules():
             model._init_weights(module)
+        model.model.projector.freshly_initialised = True  # in memory only: training it while frozen is warned about
         if config.tie_word_embeddings:
             model.lm_head.weight = model.model.language_model.get_input_embeddings().weight
         leftover = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
