@@ -1,8 +1,9 @@
 # Copyright 2026 The transformers-viq contributors. Licensed under the Apache License, Version 2.0.
 """The everyday ViQ jobs as a small library API: load a tokenizer by name, encode, decode, reconstruct.
 
-The `viq` command line, the `eval/` scripts, extraction and the lmms-eval plugin all go through this module, so they
-measure exactly the same pipeline.
+The `viq` command line, the `eval/` scripts and extraction all go through this module, so they measure exactly the
+same pipeline (the lmms-eval plugin evaluates VLMs: it loads them with `from_pretrained` and reads images through
+`image_io`, as the image processor does).
 
 ```python
 from transformers_viq.pipeline import ViQPipeline
