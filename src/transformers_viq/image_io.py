@@ -120,6 +120,35 @@ def open_image(source: Any) -> Image.Image:
     raise ValueError(f"Unsupported image source of type {type(source).__name__}.")
 
 
+def image_size(source: Any) -> tuple[int, int]:
+    """`(height, width)` of an image as the processor will see it (EXIF orientation applied), from its header only."""
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, dict) and source.get("bytes") is not None:
+        source = io.BytesIO(bytes(source["bytes"]))
+        image = None
+    elif isinstance(source, dict):
+        source, image = source.get("path"), None
+    else:
+        image = None
+    if image is None:
+        if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+            if str(source).startswith(("http://", "https://")):
+                image = open_image(source)
+            else:
+                raise ValueError(f"No such image file: {source}")
+        else:
+            try:
+                with Image.open(source) as opened:
+                    width, height = opened.size
+                    orientation = opened.getexif().get(EXIF_ORIENTATION_TAG, 1)
+            except PIL_READ_ERRORS as error:
+                raise ValueError(f"Cannot read the image {source} (corrupt or not an image): {error}") from None
+            return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+    width, height = image.size
+    return height, width
+
+
 def check_image_file(path: str | os.PathLike) -> None:
     """Raise a `ValueError` unless `path` is an existing file that Pillow identifies as an image (header only)."""
     path = os.fspath(path)
@@ -292,6 +321,7 @@ def resize_crop(image: np.ndarray, size: int, random_crop: bool = False) -> np.n
 
 
 __all__ = [
+    "image_size",
     "resize_crop",
     "check_image_file",
     "decode_array",

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..image_io import image_size
 from ..logging_utils import get_logger
 
 
@@ -199,41 +200,6 @@ def check_conversations(dataset, kind: str, batch_size: int = 1000) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # Lengths and packing
 # ------------------------------------------------------------------------------------------------------------------
-def image_size(source: Any) -> tuple[int, int]:
-    """`(height, width)` of an image as the processor will see it (EXIF orientation applied), from its header only."""
-    import io
-
-    from PIL import Image
-
-    from ..image_io import EXIF_ORIENTATION_TAG, PIL_READ_ERRORS, open_image
-
-    if isinstance(source, Image.Image):
-        image = source
-    elif isinstance(source, dict) and source.get("bytes") is not None:
-        source = io.BytesIO(bytes(source["bytes"]))
-        image = None
-    elif isinstance(source, dict):
-        source, image = source.get("path"), None
-    else:
-        image = None
-    if image is None:
-        if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
-            if str(source).startswith(("http://", "https://")):
-                image = open_image(source)
-            else:
-                raise ValueError(f"No such image file: {source}")
-        else:
-            try:
-                with Image.open(source) as opened:
-                    width, height = opened.size
-                    orientation = opened.getexif().get(EXIF_ORIENTATION_TAG, 1)
-            except PIL_READ_ERRORS as error:
-                raise ValueError(f"Cannot read the image {source} (corrupt or not an image): {error}") from None
-            return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
-    width, height = image.size
-    return height, width
-
-
 def _sample_lengths_batch(batch, processor, kind: str, image_kwargs: dict) -> dict[str, list]:
     from ..configuration_viq_qwen import get_num_image_tokens
 
