@@ -15,7 +15,7 @@ from transformers import AutoModel
 import transformers_viq.convert_viq_original_to_hf as convert
 import transformers_viq.original_checkpoint as original_checkpoint
 from transformers_viq import ViQImageProcessor, ViQModel
-from transformers_viq.testing import TINY_VAE, tiny_config
+from transformers_viq.testing import TINY_VAE, make_tiny_model, tiny_config
 from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 
@@ -232,6 +232,23 @@ def test_damaged_checkpoint_names_the_file_and_says_what_to_do(tmp_path, damage)
         ViQModel.from_pretrained(tmp_path, viq_size="16k", config=tiny_config())
     message = str(info.value)
     assert str(path) in message and "download it again" in message and "force_download=True" in message
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_hf_format_weights_file_names_the_folder_and_says_what_to_do(tmp_path, damage):
+    from transformers_viq import ViQForConditionalGeneration
+    from transformers_viq.testing import make_tiny_vlm
+
+    for name, model in (("viq", make_tiny_model()), ("vlm", make_tiny_vlm())):
+        folder = tmp_path / name
+        model.save_pretrained(folder)
+        weights = folder / "model.safetensors"
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"<html>502 Bad Gateway</html>")
+        cls = ViQModel if name == "viq" else ViQForConditionalGeneration
+        with pytest.raises(OSError, match="damaged or incomplete") as info:
+            cls.from_pretrained(folder)
+        assert str(folder) in str(info.value) and "force_download=True" in str(info.value)
 
 
 def test_a_pickle_with_code_is_refused(tmp_path):

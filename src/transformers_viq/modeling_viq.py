@@ -880,7 +880,23 @@ def build_qwen_image_vae(vae_config: dict):
 # ----------------------------------------------------------------------------------------------------------------
 # Pre-trained model
 # ----------------------------------------------------------------------------------------------------------------
-class ViQPreTrainedModel(PreTrainedModel):
+class DamagedCheckpointErrors:
+    """`from_pretrained` names the folder or repo whose weights file is damaged, and says what to do."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except Exception as error:
+            from .original_checkpoint import damaged_checkpoint_error
+
+            damaged = damaged_checkpoint_error(pretrained_model_name_or_path, error)
+            if damaged is None:
+                raise
+            raise damaged from error
+
+
+class ViQPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
     config: ViQConfig
     config_class = ViQConfig
     base_model_prefix = "viq"

@@ -28,7 +28,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 
 from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
 from .logging_utils import get_logger
-from .modeling_viq import ViQModel
+from .modeling_viq import DamagedCheckpointErrors, ViQModel
 from .validation import check_grid
 
 
@@ -146,7 +146,7 @@ def _any_trainable(module: nn.Module) -> bool:
     return any(param.requires_grad for param in module.parameters())
 
 
-class ViQQwenPreTrainedModel(PreTrainedModel):
+class ViQQwenPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
     config: ViQQwenConfig
     config_class = ViQQwenConfig
     base_model_prefix = "model"

@@ -273,6 +273,27 @@ def resolve_original_checkpoint(path_or_repo: str | os.PathLike, size: str, subf
     return _download(os.fspath(path_or_repo), filename, hub_kwargs)
 
 
+DAMAGED_FILE_ADVICE = (
+    "It is probably an interrupted or partial download: delete it and download it again "
+    "(e.g. `huggingface_hub.hf_hub_download(repo, filename, force_download=True)`, or `from_pretrained(..., "
+    "force_download=True)`)."
+)
+
+
+def damaged_checkpoint_error(where: str | os.PathLike, error: BaseException) -> OSError | None:
+    """
+    The error to raise when loading `where` (a folder or Hub repo in HF format) failed because a weights file is
+    damaged or incomplete (safetensors cannot parse it), naming it and saying what to do; `None` for other errors.
+    """
+    text = str(error)
+    if type(error).__name__ != "SafetensorError" and "deserializing header" not in text:
+        return None
+    return OSError(
+        f"A weights file (.safetensors) of {os.fspath(where)} is damaged or incomplete ({one_line(error)}). "
+        f"{DAMAGED_FILE_ADVICE}"
+    )
+
+
 def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     Read a published `.pth` (memory-mapped, tensors only; no code from the pickle runs).
@@ -282,10 +303,7 @@ def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
         `ValueError` when it holds something other than a state dict of tensors.
     """
     path = os.fspath(path)
-    what_to_do = (
-        "It is probably an interrupted or partial download: delete it and download it again "
-        "(e.g. `huggingface_hub.hf_hub_download(repo, filename, force_download=True)`)."
-    )
+    what_to_do = DAMAGED_FILE_ADVICE
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such checkpoint file: {path}")
     size = os.path.getsize(path)
