@@ -341,3 +341,25 @@ def test_gpu_encode_has_no_host_device_synchronisation(tiny_model):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.image_codes.device.type == "cuda" and math.prod(out.image_codes.shape) > 0
+
+
+@needs_cuda
+def test_the_pipeline_and_extraction_encode_without_synchronising(tiny_model, monkeypatch):
+    """The library's own callers hand `encode` host tensors (device tensors would be checked with a sync)."""
+    from transformers_viq.pipeline import ViQPipeline
+
+    model = tiny_model.to("cuda", torch.bfloat16)
+    encode, seen = model.encode, []
+
+    def strict_encode(pixel_values, image_grid_hw, **kwargs):
+        seen.append((pixel_values.device.type, image_grid_hw.device.type))
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return encode(pixel_values, image_grid_hw, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(model, "encode", strict_encode)
+    pipe = ViQPipeline(model, ViQImageProcessor(size_divisor=32))
+    pipe.encode(random_images(), progress=False)
+    assert seen and all(devices == ("cpu", "cpu") for devices in seen)

@@ -712,11 +712,10 @@ class _Encoder:
         grid = torch.tensor(batch.grids, dtype=torch.long)
         pixel_values = batch.pixel_values[: batch.used]
         if not self.cuda:
-            out = self.model.encode(pixel_values.to(self.dtype), grid, return_pooler_output=False)
-            launched.codes = out.image_codes
+            launched.codes = self.model.encode(pixel_values, grid, return_pooler_output=False).image_codes
         else:
             with torch.cuda.device(self.device):  # this process's GPU (cuda:LOCAL_RANK), whatever the current one
-                pixel_values = pixel_values.to(self.device, non_blocking=True).to(self.dtype)
+                # host tensors: `encode` checks them on the host and copies them without a synchronisation
                 codes = self.model.encode(pixel_values, grid, return_pooler_output=False).image_codes
                 launched.codes = torch.empty(codes.shape, dtype=codes.dtype, pin_memory=True)
                 launched.codes.copy_(codes, non_blocking=True)  # on the host once `event` has passed

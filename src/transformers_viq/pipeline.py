@@ -339,11 +339,8 @@ class ViQPipeline:
                         one_line(single))  # fmt: skip
                     raise ValueError(f"{name}: {message}") from single
             raise
-        out = self.model.encode(
-            inputs["pixel_values"].to(self.device, self.dtype),
-            inputs["image_grid_hw"].to(self.device),
-            return_pooler_output=False,
-        )
+        # host tensors: `encode` validates them on the host and copies them without a device synchronisation
+        out = self.model.encode(inputs["pixel_values"], inputs["image_grid_hw"], return_pooler_output=False)
         return out.image_codes.cpu(), out.image_grid_hw.cpu()
 
     def encode(self, images: Iterable[Any], names: Sequence[str] | None = None, batch_size: int = 4,
