@@ -531,3 +531,51 @@ def test_the_package_registers_the_vision_model():
 
     assert AutoConfig.for_model("viq_vision_model").__class__ is ViQVisionConfig
     assert transformers_viq.ViQVisionModel is ViQVisionModel
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2_2"])
+def test_fsdp_wraps_the_stage_blocks_and_resumes_into_sharded_parameters(assets, tmp_path, stage):
+    """
+    TRANSFORMER_BASED_WRAP finds every block class the stage declares, and a checkpoint's full tensors load into
+    FSDP2-sharded parameters (one CPU process, gloo: the same calls as on GPUs).
+    """
+    import torch.distributed as dist
+    from accelerate.utils.dataclasses import get_module_class_from_name
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    from transformers_viq.training.trainer import load_stage_state
+
+    init_from = _stage_inputs(assets, tmp_path, stage)
+    model = build_stage(ViQStageArguments(**tiny_stage_arguments(stage, assets, init_from=init_from)),
+                        training_args(tmp_path / "out")).model  # fmt: skip
+    blocks = model._no_split_modules
+    assert "ViQEncoderLayer" in blocks and (stage == "stage1") == ("ViQQuantizerLayer" not in blocks)
+    for name in blocks:
+        assert get_module_class_from_name(model, name) is not None, name
+    torch.manual_seed(1)
+    viq_state = {key: torch.randn_like(value) for key, value in model.viq.state_dict().items()}
+    auxiliary = {key: torch.randn_like(model.state_dict()[key]) for key in model.auxiliary_state_keys()}
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{29580 + (stage == 'stage1')}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        classes = tuple(get_module_class_from_name(model, name) for name in blocks)
+        for module in list(model.modules()):
+            if isinstance(module, classes) and any(p.requires_grad for p in module.parameters()):
+                fully_shard(module, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        assert any(isinstance(parameter, DTensor) for parameter in model.parameters())
+        load_stage_state(model, viq_state, auxiliary)
+        loaded = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+
+        def full(tensor):
+            return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+        for key, value in {**{f"viq.{k}": v for k, v in viq_state.items()}, **auxiliary}.items():
+            torch.testing.assert_close(full(loaded[key]), value, msg=key)
+        with pytest.raises(ValueError, match="does not match the model"):
+            load_stage_state(model, {"not.a.key": torch.zeros(1)}, {})
+    finally:
+        dist.destroy_process_group()

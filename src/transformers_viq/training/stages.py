@@ -159,6 +159,21 @@ class ViQStageModel(nn.Module):
     def patch_size(self) -> int:
         return self.viq.embeddings.config.patch_size
 
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """
+        The blocks FSDP wraps one by one (`fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP`, which reads this
+        attribute): those the models of the stage declare (ViQ, teacher, LLM), as far as they occur in this stage
+        (accelerate refuses a name it cannot find, and Stage 1 has no quantizer, say).
+        """
+        present = {type(module).__name__ for module in self.modules()}
+        declared = set()
+        for module in self.modules():
+            value = getattr(module, "_no_split_modules", None) if module is not self else None
+            if isinstance(value, (list, tuple, set)):
+                declared.update(value)
+        return sorted(declared & present)
+
     # ---- Trainer hooks --------------------------------------------------------------------------------------------
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers: int = 1,
                                         offload: bool = False):  # fmt: skip

@@ -69,6 +69,29 @@ def _read_safetensors_folder(folder: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_stage_state(model, viq_state: dict, auxiliary: dict) -> None:
+    """
+    Load a checkpoint's full (unsharded) tensors into a stage model: the trained model's (`viq_state`, strictly) and
+    the auxiliary ones (LoRA, projectors). When FSDP has sharded the parameters (DTensors), each rank keeps its own
+    shard of the full tensors (`torch.distributed.checkpoint.state_dict.set_model_state_dict`).
+    """
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(parameter, DTensor) for parameter in model.parameters()):
+        model.viq.load_state_dict(viq_state, strict=True)
+        model.load_state_dict(auxiliary, strict=False)  # exactly the auxiliary keys (checked by the caller)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full = {**{f"viq.{key}": value for key, value in viq_state.items()}, **auxiliary}
+    result = set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, strict=False))
+    missing = [key for key in result.missing_keys if key.startswith("viq.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"The checkpoint does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}."
+        )
+
+
 class ViQStageTrainer(Trainer):
     r"""
     Args:
@@ -222,19 +245,20 @@ class ViQStageTrainer(Trainer):
         from safetensors.torch import load_file
 
         model = self.stage_model
-        model.viq.load_state_dict(_read_safetensors_folder(resume_from_checkpoint), strict=True)
+        viq_state = _read_safetensors_folder(resume_from_checkpoint)
         path = os.path.join(resume_from_checkpoint, AUXILIARY_STATE_NAME)
         expected = set(model.auxiliary_state_keys())
+        auxiliary = {}
         if expected:
             if not os.path.isfile(path):
                 raise FileNotFoundError(
                     f"{resume_from_checkpoint} lacks {AUXILIARY_STATE_NAME} (LoRA, projectors, ...)."
                 )
-            state = load_file(path)
-            if set(state) != expected:
+            auxiliary = load_file(path)
+            if set(auxiliary) != expected:
                 raise ValueError(f"{path} holds other auxiliary tensors than this stage trains: "
-                                 f"{sorted(set(state) ^ expected)[:5]} differ.")  # fmt: skip
-            model.load_state_dict(state, strict=False)  # exactly the auxiliary keys (checked above)
+                                 f"{sorted(set(auxiliary) ^ expected)[:5]} differ.")  # fmt: skip
+        load_stage_state(model, viq_state, auxiliary)
         logger.info(f"Resumed the model from {resume_from_checkpoint}")
 
     def train(self, resume_from_checkpoint=None, **kwargs):
