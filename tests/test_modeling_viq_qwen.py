@@ -200,6 +200,17 @@ def test_build_from_a_viq_tokenizer_and_a_qwen_checkpoint(tmp_path):
         assert torch.isfinite(param).all() and param.abs().max() < 10, name
 
 
+def test_building_from_a_missing_llm_says_so_at_once(tmp_path, monkeypatch):
+    from transformers_viq.hub_utils import HubUnreachableError
+
+    make_tiny_model().save_pretrained(tmp_path / "viq")
+    with pytest.raises(FileNotFoundError, match="No such model folder: ./nowhere/qwen"):
+        ViQForConditionalGeneration.from_viq_and_qwen(tmp_path / "viq", "./nowhere/qwen", image_token_id=IMAGE)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a name that may be a Hub id, not cached, and no downloads
+    with pytest.raises(HubUnreachableError, match="no local folder 'outputs/tiny-qwen' either"):
+        ViQForConditionalGeneration.from_viq_and_qwen(tmp_path / "viq", "outputs/tiny-qwen", image_token_id=IMAGE)
+
+
 def test_training_a_fresh_projector_that_is_frozen_is_warned_about(tmp_path, caplog):
     """Whatever trains the VLM (TRL, a plain Trainer, a loop), a fresh frozen projector is never silent."""
     from transformers_viq.training import freeze

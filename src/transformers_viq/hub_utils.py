@@ -108,6 +108,28 @@ def probe_file(repo_id: str, filename: str, *, revision: str | None = None, toke
     return True
 
 
+def check_model_source(name: str | os.PathLike, filename: str = "config.json", **hub_kwargs) -> None:
+    """
+    Before handing `name` to a `from_pretrained` of transformers: a missing local folder is a `FileNotFoundError`
+    at once, and a Hub id that is not cached while the Hub cannot be reached (or downloads are off) a
+    [`HubUnreachableError`] after one request, instead of transformers' retries. Anything else passes.
+    """
+    text = os.path.expanduser(os.fspath(name))
+    if os.path.isdir(text):
+        return
+    if looks_like_path(os.fspath(name)):
+        raise FileNotFoundError(f"No such model folder: {os.fspath(name)}")
+    kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS and v is not None}
+    if cached_file(text, filename, kwargs.get("revision"), kwargs.get("cache_dir")):
+        return
+    try:
+        if is_offline(kwargs):
+            raise offline_error(text, filename)
+        probe_file(text, filename, revision=kwargs.get("revision"), token=kwargs.get("token"))
+    except HubUnreachableError as error:
+        raise HubUnreachableError(f"{error} (There is no local folder {text!r} either.)") from error
+
+
 def cached_dataset(repo_id: str, cache_dir=None) -> bool:
     """Whether some files of the Hub dataset `repo_id` are in the Hugging Face cache (`datasets` keeps them there)."""
     from huggingface_hub import constants

@@ -509,6 +509,9 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         if isinstance(qwen, PreTrainedModel):
             language = qwen
         else:
+            from .hub_utils import check_model_source
+
+            check_model_source(qwen, **load_kwargs)  # a missing folder or no network: said at once, not after retries
             language = AutoModelForCausalLM.from_pretrained(qwen, **load_kwargs)
         if getattr(language, "model", None) is None or getattr(language, "lm_head", None) is None:
             raise ValueError(
