@@ -149,3 +149,23 @@ def test_one_package_logger_and_progress_switch(capsys):
         configure("warning", progress=True)
     assert progress_bars_enabled()
     assert logging.getLogger("transformers_viq").level == logging.WARNING
+
+
+def test_only_hub_and_network_failures_are_reported_as_such():
+    """A broken pipe or a dead worker process is not 'cannot reach the Hub' (nor exit code 4 in the CLI)."""
+    import requests
+
+    from transformers_viq.hub_utils import HubUnreachableError, hub_error_reason
+
+    for local in (BrokenPipeError("pipe"), ConnectionResetError("worker died"), TimeoutError("lock")):
+        assert hub_error_reason(local) is None
+        try:
+            try:
+                raise local
+            except OSError as inner:
+                raise RuntimeError("DataLoader worker (pid 123) exited unexpectedly") from inner
+        except RuntimeError as outer:
+            assert hub_error_reason(outer) is None
+    refused = requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+    assert "cannot reach the Hugging Face Hub" in hub_error_reason(refused)
+    assert hub_error_reason(HubUnreachableError("offline and not cached")) == "offline and not cached"

@@ -48,9 +48,13 @@ def endpoint() -> str:
     return constants.ENDPOINT
 
 
-def is_network_error(error: BaseException) -> bool:
-    """A failure to reach a server (refused, unreachable, timed out, proxy, DNS), as opposed to an answer."""
-    if isinstance(error, (ConnectionError, TimeoutError)):
+def is_network_error(error: BaseException, builtin: bool = True) -> bool:
+    """
+    A failure to reach a server (refused, unreachable, timed out, proxy, DNS), as opposed to an answer: an error of the
+    HTTP clients (httpx, requests, urllib3), and with `builtin` also Python's `ConnectionError` / `TimeoutError`
+    (right for a call known to be a Hub request; elsewhere those also come from pipes, locks and worker processes).
+    """
+    if builtin and isinstance(error, (ConnectionError, TimeoutError)):
         return True
     for cls in type(error).__mro__:  # httpx / httpx2 / requests, without importing them
         module = cls.__module__.split(".")[0]
@@ -209,7 +213,7 @@ def hub_error_reason(error: BaseException) -> str | None:
             return f"no such revision on the Hub ({_first_line(error)})"
         if isinstance(error, HfHubHTTPError) and not isinstance(error, RemoteEntryNotFoundError):
             return f"the Hugging Face Hub refused the request ({_first_line(error)})"
-        if is_network_error(error):
+        if is_network_error(error, builtin=False):  # a BrokenPipeError or a lock's Timeout is no Hub failure
             return (f"cannot reach the Hugging Face Hub at {endpoint()} ({type(error).__name__}: "
                     f"{_first_line(error)}); check the network or proxy settings, or load a local folder")  # fmt: skip
         error = error.__cause__ or error.__context__

@@ -386,9 +386,9 @@ def _fetch(name_or_path: str, filename: str | None) -> str:
     """A local file or folder as is; a Hub repo: the named file (downloaded, or from the cache offline)."""
     if os.path.exists(name_or_path) or filename is None:
         return name_or_path
-    from huggingface_hub import hf_hub_download
+    from ..original_checkpoint import _download
 
-    return hf_hub_download(name_or_path, filename)
+    return _download(name_or_path, filename, {})  # from the cache, or after one quick request (none offline)
 
 
 def load_vision_model(name_or_path: str, *, filename: str | None = None, stage1_encoder: str | None = None,
