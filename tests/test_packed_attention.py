@@ -363,3 +363,20 @@ def test_the_pipeline_and_extraction_encode_without_synchronising(tiny_model, mo
     pipe = ViQPipeline(model, ViQImageProcessor(size_divisor=32))
     pipe.encode(random_images(), progress=False)
     assert seen and all(devices == ("cpu", "cpu") for devices in seen)
+
+
+def test_the_stage1_encoder_chooses_its_attention_kernel_like_viq(tiny_model):
+    """`ViQVisionModel` (Stage 1, teachers) shares `packed_attention`: batched SDPA equals the per-image loop."""
+    from transformers_viq import ViQVisionModel
+
+    encoder = ViQVisionModel(tiny_model.config.vision_config).eval()
+    inputs = pack(random_images(sizes=((48, 80), (32, 32), (64, 16))))
+    assert encoder.packed_attention == "auto"
+    encoder.packed_attention = "per_image"
+    reference = encoder(**inputs)
+    encoder.packed_attention = "sdpa"
+    batched = encoder(**inputs)
+    torch.testing.assert_close(batched.last_hidden_state, reference.last_hidden_state, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched.pooler_output, reference.pooler_output, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown packed attention 'flash'"):
+        encoder.packed_attention = "flash"

@@ -880,6 +880,48 @@ def build_qwen_image_vae(vae_config: dict):
 # ----------------------------------------------------------------------------------------------------------------
 # Pre-trained model
 # ----------------------------------------------------------------------------------------------------------------
+class PackedAttentionChoice:
+    """The `packed_attention` setting of the models that attend over packed images (ViQ and its Stage-1 encoder)."""
+
+    _packed_attention = "auto"
+
+    @property
+    def packed_attention(self) -> str:
+        r"""
+        The kernel that computes the block-diagonal attention over packed images when `attn_implementation` is
+        `"sdpa"` (the default); `eager` and `flash_attention_2` keep their own paths. One of:
+
+        - `"auto"` (default): on CUDA, torch's varlen flash attention (`torch.nn.attention.varlen`, where the installed
+          torch has it), else the flash-attn package's `flash_attn_varlen_func`, else `"sdpa"`; on CPU `"per_image"`.
+          The varlen kernels need float16/bfloat16: an fp32 model on CUDA uses `"sdpa"`;
+        - `"varlen"`, `"flash_attn"`: one varlen kernel over all images, no per-image loop;
+        - `"sdpa"`: one batched `scaled_dot_product_attention` call (images of different sizes padded with a key mask);
+        - `"per_image"`: one call per image.
+
+        A kernel that cannot run falls back to what `"auto"` picks, and says so in the log (once). Every choice
+        computes the same block-diagonal, non-causal attention; an image's codes never depend on its batch-mates (up
+        to floating-point summation order).
+        """
+        return self._packed_attention
+
+    @packed_attention.setter
+    def packed_attention(self, value: str) -> None:
+        if value not in PACKED_ATTENTION_BACKENDS:
+            raise ValueError(
+                f"Unknown packed attention {value!r}; expected one of {', '.join(PACKED_ATTENTION_BACKENDS)}."
+            )
+        self._packed_attention = value
+
+    def _packed_sequence(self, lengths: list[int], device, head_dim: int) -> PackedSequence:
+        """The packed layout of images of `lengths` patches, with the kernel `packed_attention` resolves to."""
+        device = torch.device(device)
+        dtype = self.embeddings.patch_embedding.weight.dtype
+        backend, note, warn = resolve_packed_attention(self._packed_attention, device, dtype, head_dim)
+        if note is not None and self.config._attn_implementation in (None, "sdpa"):
+            (logger.warning_once if warn else logger.info_once)(note)
+        return PackedSequence.from_lengths(lengths, device, backend=backend)
+
+
 class DamagedCheckpointErrors:
     """`from_pretrained` names the folder or repo whose weights file is damaged, and says what to do."""
 
@@ -936,7 +978,7 @@ class ViQPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
             super()._init_weights(module)
 
 
-class ViQModel(ViQPreTrainedModel):
+class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
     r"""
     The ViQ visual tokenizer: images (packed patches) -> discrete codes, codes -> LLM-ready features, latents and
     pixels.
@@ -1111,35 +1153,6 @@ class ViQModel(ViQPreTrainedModel):
             )
 
     # ---- kernels ------------------------------------------------------------------------------------------------
-    _packed_attention = "auto"
-
-    @property
-    def packed_attention(self) -> str:
-        r"""
-        The kernel that computes the block-diagonal attention over packed images when `attn_implementation` is
-        `"sdpa"` (the default); `eager` and `flash_attention_2` keep their own paths. One of:
-
-        - `"auto"` (default): on CUDA, torch's varlen flash attention (`torch.nn.attention.varlen`, where the installed
-          torch has it), else the flash-attn package's `flash_attn_varlen_func`, else `"sdpa"`; on CPU `"per_image"`.
-          The varlen kernels need float16/bfloat16: an fp32 model on CUDA uses `"sdpa"`;
-        - `"varlen"`, `"flash_attn"`: one varlen kernel over all images, no per-image loop;
-        - `"sdpa"`: one batched `scaled_dot_product_attention` call (images of different sizes padded with a key mask);
-        - `"per_image"`: one call per image.
-
-        A kernel that cannot run falls back to what `"auto"` picks, and says so in the log (once). Every choice
-        computes the same block-diagonal, non-causal attention; an image's codes never depend on its batch-mates (up
-        to floating-point summation order).
-        """
-        return self._packed_attention
-
-    @packed_attention.setter
-    def packed_attention(self, value: str) -> None:
-        if value not in PACKED_ATTENTION_BACKENDS:
-            raise ValueError(
-                f"Unknown packed attention {value!r}; expected one of {', '.join(PACKED_ATTENTION_BACKENDS)}."
-            )
-        self._packed_attention = value
-
     def compile_blocks(self, enabled: bool = True, **compile_kwargs) -> "ViQModel":
         r"""
         Opt-in `torch.compile` of the element-wise and dense work between attention kernels.
@@ -1189,14 +1202,9 @@ class ViQModel(ViQPreTrainedModel):
 
     # ---- the pieces ---------------------------------------------------------------------------------------------
     def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
-        device = torch.device(device)
         vision = self.config.vision_config
         head_dim = max(vision.hidden_size // vision.num_attention_heads, self.config.quantizer_attention_dim)
-        dtype = self.embeddings.patch_embedding.weight.dtype
-        backend, note, warn = resolve_packed_attention(self._packed_attention, device, dtype, head_dim)
-        if note is not None and self.config._attn_implementation in (None, "sdpa"):
-            (logger.warning_once if warn else logger.info_once)(note)
-        return PackedSequence.from_lengths([h * w for h, w in grid_hw], device, backend=backend)
+        return self._packed_sequence([h * w for h, w in grid_hw], device, head_dim)
 
     def pool(self, features: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
         """Attention-pooled embedding of each image from its features: `(num_images, hidden)`."""

@@ -28,7 +28,14 @@ from transformers.utils import ModelOutput
 
 from .configuration_viq import VISION_PRESETS, ViQVisionConfig
 from .logging_utils import get_logger
-from .modeling_viq import PackedSequence, ViQPoolingHead, ViQVisionEmbeddings, ViQVisionEncoder
+from .modeling_viq import (
+    DamagedCheckpointErrors,
+    PackedAttentionChoice,
+    ViQPoolingHead,
+    ViQVisionEmbeddings,
+    ViQVisionEncoder,
+    _host_to_device,
+)
 from .validation import check_grid, check_pixels
 
 
@@ -55,7 +62,7 @@ class ViQVisionOutput(ModelOutput):
     image_grid_hw: torch.LongTensor | None = None
 
 
-class ViQVisionPreTrainedModel(PreTrainedModel):
+class ViQVisionPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
     config: ViQVisionConfig
     config_class = ViQVisionConfig
     base_model_prefix = "vision_model"
@@ -84,7 +91,7 @@ class ViQVisionPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
-class ViQVisionModel(ViQVisionPreTrainedModel):
+class ViQVisionModel(PackedAttentionChoice, ViQVisionPreTrainedModel):
     r"""
     The continuous any-resolution encoder of ViQ Stage 1 (a native-resolution SigLIP2): packed images -> one feature
     per patch and an attention-pooled embedding per image. Every attention is block-diagonal per image.
@@ -271,7 +278,8 @@ class ViQVisionModel(ViQVisionPreTrainedModel):
         check_pixels(pixel_values, grid_hw, self.embeddings.patch_dim)
         device = self.embeddings.patch_embedding.weight.device
         lengths = [h * w for h, w in grid_hw]
-        packed = PackedSequence.from_lengths(lengths, device)
+        packed = self._packed_sequence(lengths, device, self.config.hidden_size // self.config.num_attention_heads)
+        pixel_values = _host_to_device(pixel_values, device)  # host inputs travel without a synchronisation
         hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
         pooled = self.head(self.post_layernorm(hidden_states), lengths) if return_pooler_output else None
         return ViQVisionOutput(
