@@ -198,6 +198,17 @@ def test_build_from_a_viq_tokenizer_and_a_qwen_checkpoint(tmp_path):
     assert model.config.tie_word_embeddings and model.lm_head.weight is model.get_input_embeddings().weight
     for name, param in model.model.projector.named_parameters():
         assert torch.isfinite(param).all() and param.abs().max() < 10, name
+    inputs = pixels(images()[:1])
+    input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
+    assert torch.isfinite(model(input_ids=input_ids, **inputs).logits).all()
+    model.save_pretrained(tmp_path / "vlm")
+    reloaded = ViQForConditionalGeneration.from_pretrained(tmp_path / "vlm").eval()
+    assert reloaded.model.vision_tower.vae is None
+    expected = model(input_ids=input_ids, **inputs).logits
+    torch.testing.assert_close(reloaded(input_ids=input_ids, **inputs).logits, expected)
+    # text-only behaviour is the Qwen checkpoint's
+    text = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(model(input_ids=text).logits, qwen(input_ids=text).logits)
 
 
 def test_building_from_a_missing_llm_says_so_at_once(tmp_path, monkeypatch):
@@ -234,14 +245,3 @@ def test_training_a_fresh_projector_that_is_frozen_is_warned_about(tmp_path, cap
     model.save_pretrained(tmp_path / "vlm")
     reloaded = freeze(ViQForConditionalGeneration.from_pretrained(tmp_path / "vlm").train(), projector=True)
     assert train_step(reloaded) == []  # a saved projector is not a fresh one
-    inputs = pixels(images()[:1])
-    input_ids = torch.tensor([text_with_images(inputs["image_grid_hw"].tolist())])
-    assert torch.isfinite(model(input_ids=input_ids, **inputs).logits).all()
-    model.save_pretrained(tmp_path / "vlm")
-    reloaded = ViQForConditionalGeneration.from_pretrained(tmp_path / "vlm").eval()
-    assert reloaded.model.vision_tower.vae is None
-    expected = model(input_ids=input_ids, **inputs).logits
-    torch.testing.assert_close(reloaded(input_ids=input_ids, **inputs).logits, expected)
-    # text-only behaviour is the Qwen checkpoint's
-    text = torch.tensor([[1, 2, 3, 4]])
-    torch.testing.assert_close(model(input_ids=text).logits, qwen(input_ids=text).logits)
