@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from transformers_viq import IncompatibleCodebookError, load_code_dataset, load_llava_json
-from transformers_viq.testing import make_tiny_model, save_tiny_qwen
+from transformers_viq.testing import free_port, make_tiny_model, save_tiny_qwen
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,12 +182,6 @@ def test_refusals_before_training(parts, tmp_path):
                 training_mode="full")  # fmt: skip
     with pytest.raises(ValueError, match="needs --card_base_model"):
         run_sft(tmp_path, "push", llm_model=parts["llm"], dataset_name=str(parts["codes"]), push_to_hub=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_cpu_processes_train_one_model(parts, tmp_path):

@@ -23,7 +23,7 @@ from transformers import AutoModel, TrainingArguments
 import transformers_viq
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel, ViQVisionConfig, ViQVisionModel
 from transformers_viq.original_checkpoint import resize_position_table
-from transformers_viq.testing import TINY_VAE, make_tiny_model, qwen_tokenizer, tiny_config
+from transformers_viq.testing import TINY_VAE, free_port, make_tiny_model, qwen_tokenizer, tiny_config
 from transformers_viq.testing.reference_checkpoint import make_siglip2_state_dict, make_stage1_state_dict
 from transformers_viq.testing.training import (
     TINY_HEADS,
@@ -514,7 +514,7 @@ def test_distributed_runs_reduce_their_logs(assets, tmp_path):
     """Two CPU processes (gloo) through torchrun: the logs are reduced over ranks and one model is written."""
     source = _stage_inputs(assets, tmp_path, "stage2_2")
     fields = tiny_stage_arguments("stage2_2", assets, init_from=source)
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571",
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
             str(REPO / "training" / "train_viq.py"), "--config", str(RECIPES / "tiny" / "viq_stage2_2.yaml"),
             "--output_dir", str(tmp_path / "ddp"), "--max_steps", "2", "--disable_tqdm", "true"]  # fmt: skip
     for key in ("init_from", "teacher_name_or_path", "text_model_name_or_path", "dataset_name_or_path"):
@@ -558,7 +558,7 @@ def test_fsdp_wraps_the_stage_blocks_and_resumes_into_sharded_parameters(assets,
     torch.manual_seed(1)
     viq_state = {key: torch.randn_like(value) for key, value in model.viq.state_dict().items()}
     auxiliary = {key: torch.randn_like(model.state_dict()[key]) for key in model.auxiliary_state_keys()}
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{29580 + (stage == 'stage1')}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'process-group'}", rank=0, world_size=1)
     try:
         mesh = init_device_mesh("cpu", (1,))
         classes = tuple(get_module_class_from_name(model, name) for name in blocks)

@@ -190,7 +190,17 @@ def save_tiny_qwen(folder, hidden_size: int = 32, num_hidden_layers: int = 2, se
     return folder
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now (for `torchrun --master_port` in multi-process tests)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 __all__ = [
+    "free_port",
     "IMAGE_PAD_ID",
     "IM_END_ID",
     "IM_START_ID",
