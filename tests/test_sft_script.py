@@ -129,6 +129,7 @@ def test_lora_on_llava_json_skips_unreadable_images_mid_epoch(parts, tmp_path):
     skipped = [json.loads(line) for line in (output / "skipped-samples-rank0.jsonl").read_text().splitlines()]
     assert [record["sample"] for record in skipped] == ["row id 'shape-001'"]
     assert "No such image file" in skipped[0]["error"] and trainer.data_collator.skipped.count == 1
+    assert trainer.state.log_history[-1]["skipped_samples"] == 1  # in the logs that are printed and reported
     with safe_open(output / "adapter" / "adapter_model.safetensors", "pt") as adapter:
         assert not any("magnitude" in n for n in adapter.keys())  # plain LoRA
     generate_both_ways(output, parts["codes"])

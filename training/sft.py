@@ -103,6 +103,7 @@ def main(script_args, training_args, model_args, viq_args):
     from transformers_viq.extraction import read_code_metadata
     from transformers_viq.logging_utils import get_logger
     from transformers_viq.training import (
+        LogSkippedSamples,
         SkippedSamplesCallback,
         ViQCodesCollator,
         ViQImageCollator,
@@ -203,7 +204,10 @@ def main(script_args, training_args, model_args, viq_args):
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     model.config.get_text_config().use_cache = False  # training; saved models get it back
 
-    trainer = SFTTrainer(
+    class ViQSFTTrainer(LogSkippedSamples, SFTTrainer):
+        """TRL's SFTTrainer, with the collator's `skipped_samples` in every log."""
+
+    trainer = ViQSFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,

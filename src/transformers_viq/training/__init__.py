@@ -33,6 +33,7 @@ _EXPORTS = {
     "ViQCodesCollator": "collators",
     "ViQImageCollator": "collators",
     "SkippedSamples": "collators",
+    "LogSkippedSamples": "callbacks",
     "SkippedSamplesCallback": "callbacks",
     "SFTData": "data",
     "load_sft_dataset": "data",
@@ -50,7 +51,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from .calibration import calibrate_quantizer
-    from .callbacks import SkippedSamplesCallback
+    from .callbacks import LogSkippedSamples, SkippedSamplesCallback
     from .collators import SkippedSamples, ViQCodesCollator, ViQImageCollator
     from .data import (
         SFTData,
@@ -116,6 +117,7 @@ __getattr__, __dir__ = attach(__name__, _EXPORTS)
 __all__ = [
     "SFTData",
     "SkippedSamples",
+    "LogSkippedSamples",
     "SkippedSamplesCallback",
     "TRAINING_MODES",
     "ViQCodesCollator",

@@ -11,10 +11,24 @@ from ..logging_utils import get_logger
 logger = get_logger(__name__)
 
 
+class LogSkippedSamples:
+    """
+    Trainer mixin (`class MyTrainer(LogSkippedSamples, SFTTrainer)`): `skipped_samples`, the count of samples the
+    data collator left out on this process (unreadable images), in every log. Added in `log()` itself, so that it
+    reaches the progress bar, `report_to` and `state.log_history` (a callback's `on_log` runs after all of them).
+    """
+
+    def log(self, logs: dict, *args, **kwargs):
+        skipped = getattr(self.data_collator, "skipped", None)
+        if skipped is not None:
+            logs = {**logs, "skipped_samples": skipped.count}
+        return super().log(logs, *args, **kwargs)
+
+
 class SkippedSamplesCallback(TrainerCallback):
     """
-    Report the samples a collator left out (unreadable images): `skipped_samples` in every log line (this process's
-    count), and a warning with the total at the end of training.
+    Report the samples a collator left out (unreadable images) with a warning and the total at the end of training
+    (the count in every log line comes from [`LogSkippedSamples`]).
 
     Args:
         collator: a collator with a `skipped` counter ([`ViQImageCollator`], [`ViQCodesCollator`]).
@@ -24,10 +38,6 @@ class SkippedSamplesCallback(TrainerCallback):
     def __init__(self, collator, left_out_before: int = 0):
         self.collator = collator
         self.left_out_before = left_out_before
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None:
-            logs["skipped_samples"] = self.collator.skipped.count
 
     def on_train_end(self, args, state, control, **kwargs):
         count = self.collator.skipped.count
@@ -43,4 +53,4 @@ class SkippedSamplesCallback(TrainerCallback):
             )
 
 
-__all__ = ["SkippedSamplesCallback"]
+__all__ = ["LogSkippedSamples", "SkippedSamplesCallback"]
