@@ -285,12 +285,16 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
                 )
 
         if cache is None and attention_mask is None and position_ids is not None and position_ids.ndim == 2:
-            from transformers.masking_utils import find_packed_sequence_indices
-
-            if find_packed_sequence_indices(position_ids) is not None:
-                # Packed samples (positions restarting at 0, no attention mask): transformers builds the block-diagonal
-                # causal mask only without a cache, so never let the decoder create one for such a batch.
+            # Maybe packed samples (positions restarting at 0, no attention mask): transformers builds the
+            # block-diagonal causal mask only without a cache, so the decoder must not create one. Nothing here needs a
+            # cache unless asked for, so it is turned off without looking (looking costs a device sync per step).
+            if kwargs.get("use_cache") is not True:
                 kwargs["use_cache"] = False
+            else:
+                from transformers.masking_utils import find_packed_sequence_indices
+
+                if find_packed_sequence_indices(position_ids) is not None:
+                    kwargs["use_cache"] = False
 
         outputs = self.language_model(
             attention_mask=attention_mask,
