@@ -101,3 +101,13 @@ def test_resolving_models_and_recording_them(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     assert recorded_model_id("examples/tiny-viq") == str(TINY)
     assert recorded_model_id("someone/viq") == "someone/viq"
+
+
+def test_codes_record_each_source_size_upright_for_files_pil_images_and_arrays(pipe, tmp_path):
+    """An EXIF-rotated JPEG is recorded at its upright size, as the processor decodes it, whatever form it comes in."""
+    path = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide and 24 high; upright it is 24 wide and 40 high
+    Image.new("RGB", (40, 24), (10, 200, 30)).save(path, exif=exif)
+    codes = pipe.encode([str(path), Image.open(path), np.zeros((40, 24, 3), np.uint8)], progress=False)
+    assert [(image["source_height"], image["source_width"]) for image in codes.images] == [(40, 24)] * 3

@@ -122,31 +122,26 @@ def open_image(source: Any) -> Image.Image:
 
 def image_size(source: Any) -> tuple[int, int]:
     """`(height, width)` of an image as the processor will see it (EXIF orientation applied), from its header only."""
-    if isinstance(source, Image.Image):
-        image = source
-    elif isinstance(source, dict) and source.get("bytes") is not None:
-        source = io.BytesIO(bytes(source["bytes"]))
-        image = None
-    elif isinstance(source, dict):
-        source, image = source.get("path"), None
-    else:
-        image = None
-    if image is None:
-        if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
-            if str(source).startswith(("http://", "https://")):
-                image = open_image(source)
-            else:
-                raise ValueError(f"No such image file: {source}")
-        else:
-            try:
-                with Image.open(source) as opened:
-                    width, height = opened.size
-                    orientation = opened.getexif().get(EXIF_ORIENTATION_TAG, 1)
-            except PIL_READ_ERRORS as error:
-                raise ValueError(f"Cannot read the image {source} (corrupt or not an image): {error}") from None
-            return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
-    width, height = image.size
-    return height, width
+    if isinstance(source, Image.Image):  # a PIL image opened from a file keeps its EXIF orientation unapplied
+        width, height = source.size
+        turned = source.getexif().get(EXIF_ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+        return (width, height) if turned else (height, width)
+    if isinstance(source, dict):
+        source = source.get("bytes") if source.get("bytes") is not None else source.get("path")
+        if source is None:
+            raise ValueError("The image has neither bytes nor a path.")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+        if str(source).startswith(("http://", "https://")):
+            width, height = open_image(source).size  # upright already
+            return height, width
+        raise ValueError(f"No such image file: {source}")
+    try:
+        with Image.open(source) as opened:
+            return image_size(opened)
+    except PIL_READ_ERRORS as error:
+        raise ValueError(f"Cannot read the image {source} (corrupt or not an image): {error}") from None
 
 
 def check_image_file(path: str | os.PathLike) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
 from .hub_utils import HubUnreachableError, cached_file, hub_error_reason, is_offline, looks_like_path, probe_file
-from .image_io import load_rgb, resize_rgb
+from .image_io import image_size, load_rgb, resize_rgb
 from .logging_utils import get_logger, one_line, progress_bar
 from .original_checkpoint import AUTHORS_REPO, original_layout_sizes
 
@@ -388,6 +388,8 @@ class ViQPipeline:
         )
 
     def _source_size(self, image: Any) -> tuple[int, int]:
+        if not hasattr(image, "shape"):  # files, bytes, PIL images: the header is enough (EXIF orientation applied)
+            return image_size(image)
         decoded = self.image_processor.decode_image(image)
         return int(decoded.shape[1]), int(decoded.shape[2])
 
