@@ -112,6 +112,23 @@ def probe_file(repo_id: str, filename: str, *, revision: str | None = None, toke
     return True
 
 
+def ensure_fetchable(repo_id: str, filename: str, hub_kwargs: Mapping) -> bool:
+    """
+    The one "ask once" rule before a Hub file is fetched: `True` if it is in the cache; otherwise, offline, an
+    [`offline_error`], and online one request without retries ([`probe_file`]), so that a missing network fails in
+    seconds (a `HubUnreachableError`) rather than after the downloaders' retries. Returns `False` when it may be
+    downloaded.
+    """
+    kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS and v is not None}
+    if not kwargs.get("force_download") and cached_file(repo_id, filename, kwargs.get("revision"),
+                                                        kwargs.get("cache_dir")):  # fmt: skip
+        return True
+    if is_offline(kwargs):
+        raise offline_error(repo_id, filename)
+    probe_file(repo_id, filename, revision=kwargs.get("revision"), token=kwargs.get("token"))
+    return False
+
+
 def check_model_source(name: str | os.PathLike, filename: str = "config.json", **hub_kwargs) -> None:
     """
     Before handing `name` to a `from_pretrained` of transformers: a missing local folder is a `FileNotFoundError`
@@ -123,13 +140,8 @@ def check_model_source(name: str | os.PathLike, filename: str = "config.json", *
         return
     if looks_like_path(os.fspath(name)):
         raise FileNotFoundError(f"No such model folder: {os.fspath(name)}")
-    kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS and v is not None}
-    if cached_file(text, filename, kwargs.get("revision"), kwargs.get("cache_dir")):
-        return
     try:
-        if is_offline(kwargs):
-            raise offline_error(text, filename)
-        probe_file(text, filename, revision=kwargs.get("revision"), token=kwargs.get("token"))
+        ensure_fetchable(text, filename, hub_kwargs)
     except HubUnreachableError as error:
         raise HubUnreachableError(f"{error} (There is no local folder {text!r} either.)") from error
 
@@ -224,6 +236,7 @@ __all__ = [
     "HUB_KWARGS",
     "HubUnreachableError",
     "cached_file",
+    "ensure_fetchable",
     "hub_error_reason",
     "is_network_error",
     "is_offline",

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
-from .hub_utils import HUB_KWARGS, HubUnreachableError, cached_file, is_offline, offline_error, probe_file
+from .hub_utils import HUB_KWARGS, HubUnreachableError, cached_file, ensure_fetchable, is_offline, probe_file
 from .logging_utils import get_logger, one_line
 
 
@@ -461,15 +461,10 @@ def _download(repo: str, filename: str, hub_kwargs: Mapping) -> str:
     """One file of a Hub repo: from the cache, else downloaded (a fast failure without network; none offline)."""
     from huggingface_hub import hf_hub_download
 
+    ensure_fetchable(repo, filename, hub_kwargs)  # cached, or one quick request (none offline)
     kwargs = {k: v for k, v in hub_kwargs.items() if k in HUB_KWARGS and v is not None}
-    cached = not kwargs.get("force_download") and cached_file(repo, filename, kwargs.get("revision"),
-                                                               kwargs.get("cache_dir"))  # fmt: skip
     if is_offline(hub_kwargs):
-        if not cached:
-            raise offline_error(repo, filename)
         kwargs["local_files_only"] = True
-    elif not cached:  # one request without retries first, so that no network fails in seconds, not minutes
-        probe_file(repo, filename, revision=kwargs.get("revision"), token=kwargs.get("token"))
     return hf_hub_download(repo, filename=filename, **kwargs)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
-from .hub_utils import HubUnreachableError, cached_file, hub_error_reason, is_offline, looks_like_path, probe_file
+from .hub_utils import HubUnreachableError, ensure_fetchable, hub_error_reason, is_offline, looks_like_path
 from .image_io import image_size, load_rgb, resize_rgb
 from .logging_utils import get_logger, one_line, progress_bar
 from .original_checkpoint import AUTHORS_REPO, original_layout_sizes
@@ -100,8 +100,7 @@ def _check_hub_files(repo: str, filenames, **hub_kwargs) -> None:
     if is_offline(hub_kwargs):
         return  # transformers then reads the cache only, and says what is missing
     for filename in filenames:
-        if not cached_file(repo, filename, hub_kwargs.get("revision"), hub_kwargs.get("cache_dir")):
-            probe_file(repo, filename, revision=hub_kwargs.get("revision"), token=hub_kwargs.get("token"))
+        ensure_fetchable(repo, filename, hub_kwargs)
 
 
 def recorded_model_id(model_id: str) -> str:
