@@ -448,6 +448,11 @@ def main(argv=None):
     rows = []
     for name in args.llms:
         for seq_len in args.seq_lens:
+            if time.monotonic() > budget_end:  # not even built: a 7B row takes a minute to build and warm up
+                row = Row(name, seq_len, round(seq_len * args.scale), 0, 0, error="skipped: past --budget-s")
+                print(f"[budget] skipping {name}/{seq_len}", file=sys.stderr)
+                rows.append(row)
+                continue
             try:
                 row = measure(args, name, seq_len, budget_end)
             except Exception as error:  # noqa: BLE001 - one failing row (e.g. out of memory) must not lose the others

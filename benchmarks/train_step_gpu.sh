@@ -8,6 +8,10 @@
 #
 #   OUT=outputs bash benchmarks/train_step_gpu.sh
 #
+# On the device image (torch 2.11, transformers 5.17, the package not installed): carry the `.whl` folder of the
+# gpu_check.py section of benchmarks/README.md; the transformers wheel is installed into /tmp/site and `src` put on
+# PYTHONPATH, as for the other GPU scripts. Where the package is installed (`make install`), nothing is changed.
+#
 # Dry run on a CPU (the plan and the full-size predictions; nothing is built but on the meta device):
 #   python benchmarks/train_step.py --device cuda --dry-run
 # and the same code path at a tiny size, checkpointing included:
@@ -16,7 +20,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs}
 mkdir -p "$OUT"
+if ! python3 -c "import transformers_viq" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/transformers-*.whl
+    export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-PYTHONUNBUFFERED=1 python benchmarks/train_step.py --device cuda --llms 0.5b,7b --seq-lens 4096,16384 \
+PYTHONUNBUFFERED=1 python3 benchmarks/train_step.py --device cuda --llms 0.5b,7b --seq-lens 4096,16384 \
     --gradient-checkpointing --warmup 2 --repeats 5 --budget-s "${BUDGET_S:-420}" \
     --json "$OUT/train_step_cuda.json" 2> >(tee "$OUT/train_step_cuda.err" >&2) | tee "$OUT/train_step_cuda.txt"
