@@ -28,17 +28,23 @@ class CodebookUsage:
         self.counts = torch.zeros(codebook_size, dtype=torch.float64)
 
     def update(self, codes: torch.Tensor) -> None:
-        """Count the codes of a step (any shape, integer values in `[0, codebook_size)`)."""
-        codes = codes.detach().reshape(-1).to("cpu", torch.int64)
+        """
+        Count the codes of a step (any shape, integer values in `[0, codebook_size)`), on their device: no host-device
+        synchronisation per step (the range is checked for host tensors; on a GPU an index out of range is a device
+        error, and FSQ indices never are).
+        """
+        codes = codes.detach().reshape(-1).to(torch.int64)
         if codes.numel() == 0:
             return
-        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
+        if codes.device.type == "cpu" and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise ValueError(f"Codes outside [0, {self.codebook_size}): {int(codes.min())}..{int(codes.max())}.")
-        self.counts += torch.bincount(codes, minlength=self.codebook_size).to(torch.float64)
+        if self.counts.device != codes.device:
+            self.counts = self.counts.to(codes.device)
+        self.counts.index_add_(0, codes, torch.ones_like(codes, dtype=torch.float64))
 
     @property
     def total(self) -> int:
-        return int(self.counts.sum())
+        return int(self.counts.sum())  # read at logging time only
 
     def compute(self, counts: torch.Tensor | None = None) -> dict[str, float]:
         """`codebook_usage` (fraction of codes seen) and `codebook_perplexity` of `counts` (default: the tracker's)."""

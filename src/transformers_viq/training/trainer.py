@@ -125,7 +125,7 @@ class ViQStageTrainer(Trainer):
         has_codes = getattr(config, "quantizer", None) == "fsq"
         self.codebook_usage = CodebookUsage(config.codebook_size) if has_codes else None
         self.ema = ExponentialMovingAverage(model.viq, decay=ema_decay) if ema_decay else None
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, torch.Tensor] = {}  # on the losses' device: read once per log, not once per step
         self._counts: dict[str, int] = {}
         self._stability: list[float] = []
         self._stability_step = -1
@@ -141,7 +141,8 @@ class ViQStageTrainer(Trainer):
 
     def _record(self, outputs, inputs) -> None:
         for name, value in (outputs.losses or {}).items():
-            self._sums[name] = self._sums.get(name, 0.0) + float(value)
+            value = value.detach().to(torch.float64)
+            self._sums[name] = self._sums[name] + value if name in self._sums else value
             self._counts[name] = self._counts.get(name, 0) + 1
         codes = outputs.image_codes
         if codes is None or self.codebook_usage is None:
@@ -163,8 +164,8 @@ class ViQStageTrainer(Trainer):
         if "loss" in logs:  # a training log: add this interval's terms and code statistics
             names = sorted(self._sums)
             if names:
-                sums = self._reduced(torch.tensor([self._sums[n] for n in names] + [self._counts[n] for n in names],
-                                                  dtype=torch.float64))  # fmt: skip
+                counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
+                sums = self._reduced(torch.cat([torch.stack([self._sums[n].cpu() for n in names]), counts]))
                 for index, name in enumerate(names):
                     logs[f"loss_{name}"] = round(float(sums[index] / max(sums[len(names) + index], 1)), 6)
             self._sums.clear()
