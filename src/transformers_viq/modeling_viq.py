@@ -1358,4 +1358,4 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
         return images
 
 
-__all__ = ["ViQEncoderOutput", "ViQModel", "ViQPreTrainedModel"]
+__all__ = ["PACKED_ATTENTION_BACKENDS", "ViQEncoderOutput", "ViQModel", "ViQPreTrainedModel", "resolve_packed_attention"]
