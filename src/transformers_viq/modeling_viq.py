@@ -1358,4 +1358,10 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
         return images
 
 
-__all__ = ["PACKED_ATTENTION_BACKENDS", "ViQEncoderOutput", "ViQModel", "ViQPreTrainedModel", "resolve_packed_attention"]
+__all__ = [
+    "PACKED_ATTENTION_BACKENDS",
+    "ViQEncoderOutput",
+    "ViQModel",
+    "ViQPreTrainedModel",
+    "resolve_packed_attention",
+]
