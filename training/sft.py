@@ -223,6 +223,7 @@ def main(script_args, training_args, model_args, viq_args):
         f"{len(train_dataset)} {'packed sequences' if packing else 'rows'} per epoch."
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_state()  # trainer_state.json in output_dir: the log history, with train_runtime and the step count
 
     def rebuild_base():
         base, _, _ = build()

@@ -86,6 +86,18 @@ class FiniteScalarQuantizer(nn.Module):
         shift = (offset / half_l).atanh()
         return (z + shift).tanh() * half_l - offset
 
+    @torch.no_grad()
+    def saturation(self, z: torch.Tensor, threshold: float = 0.99) -> torch.Tensor:
+        """
+        Share of the values of `z` `(..., D)` whose bounded value lies beyond `threshold` of the bound
+        (`|tanh(z + shift)| > threshold`): there `tanh` passes almost no gradient back, and a dimension that sits there
+        keeps its outermost level whatever its input does. A float32 scalar tensor on `z`'s device (no synchronisation).
+        """
+        levels = self.levels.to(device=z.device)
+        half_l = (levels - 1) * (1 + self.eps) / 2
+        offset = torch.where(levels % 2 == 0, 0.5, 0.0).to(torch.float32)
+        return ((z.detach().float() + (offset / half_l).atanh()).tanh().abs() > threshold).float().mean()
+
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
         """
         Quantize to codes in `[-1, 1]` (float32) with a straight-through gradient.

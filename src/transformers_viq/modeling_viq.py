@@ -938,6 +938,22 @@ class DamagedCheckpointErrors:
             raise damaged from error
 
 
+REFERENCE_INIT_WIDTH = 1536  # the released trunk's width, where `initializer_range` is the released std
+
+
+def width_scaled_std(initializer_range: float, fan_in: int) -> float:
+    """
+    Standard deviation of a fresh linear layer with `fan_in` inputs: `initializer_range * sqrt(1536 / fan_in)`.
+
+    The released code draws every linear weight with std 0.02 at width 1536, where a layer passes on about 0.8 of its
+    input's scale (`0.02 * sqrt(1536)`). The same 0.02 at width 32 passes on 0.11 of it, and the six linear layers
+    between the fusion block's LayerNorm and the FSQ input then leave values of ~1e-3 that FSQ maps to one code (and
+    the pooled embedding a ~1e-4 vector whose cosine loss has huge gradients). Scaling by `sqrt(1536 / fan_in)` keeps
+    the released per-layer gain at every width and gives exactly 0.02 at fan-in 1536.
+    """
+    return initializer_range * (REFERENCE_INIT_WIDTH / fan_in) ** 0.5
+
+
 class ViQPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
     config: ViQConfig
     config_class = ViQConfig
@@ -967,7 +983,7 @@ class ViQPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
             init.ones_(module.affine_weight)
             init.zeros_(module.affine_bias)
         elif isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=std)
+            init.trunc_normal_(module.weight, std=width_scaled_std(std, module.in_features))
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif type(module).__name__ == "QwenImageRMS_norm":

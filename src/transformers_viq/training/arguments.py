@@ -99,6 +99,12 @@ class ViQStageArguments:
     code_stability_steps: int = field(default=10, metadata=_help(
         "Measure code stability every N steps (an extra forward on noisy pixels); 0: never."))
     code_stability_noise: float = 0.01
+    collapse_usage_threshold: float = field(default=0.05, metadata=_help(
+        "Warn (once) when a logging interval uses less than this fraction of the codebook."))
+    saturation_threshold: float = field(default=0.5, metadata=_help(
+        "Warn (once) when more than this share of the FSQ inputs lies beyond 0.99 of the bound."))
+    calibration_max_gain: float = field(default=4.0, metadata=_help(
+        "stage2_2: bound of calibrate_quantizer's per-dimension gain (and of its inverse)."))
 
     # ---- decoder fine-tuning ------------------------------------------------------------------------------------
     trainable_modules: list[str] | str | None = field(default=None, metadata=_help(
@@ -117,6 +123,9 @@ class ViQStageArguments:
         "DINOv2 (transformers Dinov2Model, e.g. facebook/dinov2-base) for the REPA loss; none: no REPA."))
     repa_weight: float = 1.5
     repa_projector_dim: int = 2048
+    constant_codes: bool = field(default=False, metadata=_help(
+        "decoder, ablation: the decoder sees one constant code at every position instead of the tokenizer's codes "
+        "(what the codes add to a reconstruction is the difference of the two runs' eval PSNR)."))
 
     def __post_init__(self):
         if self.stage not in STAGES:

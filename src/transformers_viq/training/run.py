@@ -38,7 +38,7 @@ def parse_stage_arguments(argv: list[str] | None = None):
     return parser.parse_args_and_config(argv)
 
 
-def _calibrate(components, training_args) -> None:
+def _calibrate(components, training_args, max_gain: float) -> None:
     """Spread a fresh FSQ projection over the levels on a first batch (stage 2-2), before the optimizer exists."""
     from .calibration import calibrate_quantizer
 
@@ -49,7 +49,8 @@ def _calibrate(components, training_args) -> None:
     batch = components.data_collator([components.train_dataset[i] for i in range(count)])
     device = training_args.device
     model.viq.to(device)
-    calibrate_quantizer(model.viq, batch["pixel_values"].to(device), batch["image_grid_hw"].to(device))
+    calibrate_quantizer(model.viq, batch["pixel_values"].to(device), batch["image_grid_hw"].to(device),
+                        max_gain=max_gain)
     logger.info(f"Calibrated the fresh FSQ projection on {count} samples")
 
 
@@ -91,7 +92,7 @@ def run_stage(stage_args: ViQStageArguments, training_args, callbacks=None) -> S
     components = build_stage(stage_args, training_args)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     if stage_args.stage == "stage2_2" and stage_args.calibrate_quantizer and not resume:
-        _calibrate(components, training_args)
+        _calibrate(components, training_args, stage_args.calibration_max_gain)
     trainer = ViQStageTrainer(
         components.model,
         training_args,
@@ -103,6 +104,8 @@ def run_stage(stage_args: ViQStageArguments, training_args, callbacks=None) -> S
         ema_decay=stage_args.ema_decay,
         code_stability_steps=stage_args.code_stability_steps,
         code_stability_noise=stage_args.code_stability_noise,
+        collapse_usage_threshold=stage_args.collapse_usage_threshold,
+        saturation_threshold=stage_args.saturation_threshold,
         image_processor=components.image_processor,
         callbacks=callbacks,
     )

@@ -109,11 +109,14 @@ class ViQStageOutput(ModelOutput):
         losses (`dict[str, torch.Tensor]`): each term before weighting, detached (`text`, `distill` (1 - cos),
             `latent`, `mse`, `lpips`, `kl`, `gan` (generator), `discriminator`, `repa`).
         image_codes (`torch.LongTensor`, *optional*): the step's codes (stages with FSQ).
+        quantizer_saturation (`torch.FloatTensor` of shape `()`, *optional*): share of the FSQ inputs beyond 0.99 of
+            the bound (stages that train an FSQ quantizer; see [`FiniteScalarQuantizer.saturation`]).
     """
 
     loss: torch.FloatTensor | None = None
     losses: dict | None = None
     image_codes: torch.LongTensor | None = None
+    quantizer_saturation: torch.FloatTensor | None = None
 
 
 class ViQStageModel(nn.Module):
@@ -131,11 +134,14 @@ class ViQStageModel(nn.Module):
         perceptual ([`LPIPS`], *optional*), discriminator ([`PatchDiscriminator`], *optional*),
         repa_encoder ([`Dinov2PatchFeatures`], *optional*), repa_projector ([`RepaProjector`], *optional*): decoder.
         gan_start_step (`int`, *optional*, defaults to 0): the GAN terms apply from this step on.
+        constant_codes (`bool`, *optional*, defaults to `False`): decoder ablation: code 0 at every position instead
+            of the tokenizer's codes.
     """
 
     def __init__(self, stage: str, viq: nn.Module, weights: LossWeights | None = None, *, teacher=None,
                  teacher_image_size: int = 384, text_head=None, perceptual=None, discriminator=None,
-                 repa_encoder=None, repa_projector=None, gan_start_step: int = 0):  # fmt: skip
+                 repa_encoder=None, repa_projector=None, gan_start_step: int = 0,
+                 constant_codes: bool = False):  # fmt: skip
         super().__init__()
         self.stage = stage
         self.viq = viq
@@ -148,6 +154,9 @@ class ViQStageModel(nn.Module):
         self.repa_encoder = repa_encoder
         self.repa_projector = repa_projector
         self.gan_start_step = gan_start_step
+        self.constant_codes = constant_codes
+        if constant_codes and stage != "decoder":
+            raise ValueError("constant_codes is an ablation of the decoder stage.")
         self.step = 0  # the trainer's global step (set by its callback)
         self.new_parameter_names: set[str] = set()  # parameters the stage created (their own learning rate)
         if teacher is not None:
@@ -260,7 +269,11 @@ class ViQStageModel(nn.Module):
             terms["latent"] = (weights.latent, latent_regression_loss(predicted, targets))
         if not terms:
             raise ValueError(f"Stage {self.stage} has no loss term: give a teacher, an LLM or positive weights.")
-        return self._output(terms, getattr(out, "image_codes", None))
+        output = self._output(terms, getattr(out, "image_codes", None))
+        quantizer = getattr(self.viq, "quantizer", None)
+        if output.image_codes is not None and hasattr(quantizer.fsq, "saturation"):
+            output.quantizer_saturation = quantizer.fsq.saturation(out.quantizer_inputs)
+        return output
 
     def _output(self, terms: dict, codes) -> ViQStageOutput:
         loss = sum(weight * value for weight, value in terms.values())
@@ -270,8 +283,15 @@ class ViQStageModel(nn.Module):
     def _decoder_forward(self, pixel_values, image_grid_hw, grid_hw) -> ViQStageOutput:
         weights = self.weights
         with torch.no_grad():
-            encoded = self.viq(pixel_values, image_grid_hw, return_pooler_output=False)
-        features = encoded.last_hidden_state.detach()
+            if self.constant_codes:
+                codes = torch.zeros(self.viq.config.codes_per_patch * int(pixel_values.shape[0]), dtype=torch.long,
+                                    device=pixel_values.device)  # fmt: skip
+                encoded = ViQStageOutput(image_codes=codes)
+                features = self.viq.embed_codes(codes, image_grid_hw)
+            else:
+                encoded = self.viq(pixel_values, image_grid_hw, return_pooler_output=False)
+                features = encoded.last_hidden_state
+        features = features.detach()
         latents, hidden = self.viq.predict_latents(features, image_grid_hw, return_hidden_states=True)
         reconstructions = self.decode_latents_to_pixels(latents)
         images = unpatchify(pixel_values, grid_hw, self.patch_size)
@@ -566,7 +586,7 @@ def build_stage(args: ViQStageArguments, training_args) -> StageComponents:
     model = ViQStageModel(args.stage, viq, weights, teacher=teacher, teacher_image_size=teacher_size,
                           text_head=text_head, perceptual=perceptual, discriminator=discriminator,
                           repa_encoder=repa_encoder, repa_projector=repa_projector,
-                          gan_start_step=args.gan_start_step)  # fmt: skip
+                          gan_start_step=args.gan_start_step, constant_codes=args.constant_codes)  # fmt: skip
     fresh = set(transfer.fresh) if transfer is not None else set()
     model.new_parameter_names = {
         name for name, param in model.named_parameters()

@@ -102,13 +102,18 @@ class ViQStageTrainer(Trainer):
         ema_decay (`float`, *optional*): keep an EMA of the trained `viq` parameters.
         code_stability_steps (`int`, *optional*, defaults to 10): measure code stability every N steps (0: never).
         code_stability_noise (`float`, *optional*, defaults to 0.01): the noise's standard deviation.
+        collapse_usage_threshold (`float`, *optional*, defaults to 0.05): warn (once) when a logging interval uses
+            fewer than this fraction of the codebook.
+        saturation_threshold (`float`, *optional*, defaults to 0.5): warn (once) when more than this share of the FSQ
+            inputs lies beyond 0.99 of the bound (logged every interval as `fsq_saturation`).
         image_processor ([`ViQImageProcessor`], *optional*): saved with every checkpoint.
         kwargs: as for `Trainer` (`train_dataset`, `data_collator`, `callbacks`, ...).
     """
 
     def __init__(self, model, args, *, schedule=None, new_parameter_learning_rate: float | None = None,
                  ema_decay: float | None = None, code_stability_steps: int = 10, code_stability_noise: float = 0.01,
-                 image_processor=None, **kwargs):  # fmt: skip
+                 collapse_usage_threshold: float = 0.05, saturation_threshold: float = 0.5, image_processor=None,
+                 **kwargs):  # fmt: skip
         if args.remove_unused_columns:
             args.remove_unused_columns = False  # the collator reads the raw columns (images, text)
         if args.load_best_model_at_end:
@@ -120,6 +125,9 @@ class ViQStageTrainer(Trainer):
         self.new_parameter_learning_rate = new_parameter_learning_rate
         self.code_stability_steps = code_stability_steps
         self.code_stability_noise = code_stability_noise
+        self.collapse_usage_threshold = collapse_usage_threshold
+        self.saturation_threshold = saturation_threshold
+        self._warned: set[str] = set()
         self.image_processor = image_processor
         config = getattr(model.viq, "config", None)
         has_codes = getattr(config, "quantizer", None) == "fsq"
@@ -128,6 +136,8 @@ class ViQStageTrainer(Trainer):
         self._sums: dict[str, torch.Tensor] = {}  # on the losses' device: read once per log, not once per step
         self._counts: dict[str, int] = {}
         self._stability: list[float] = []
+        self._eval_sums: dict[str, torch.Tensor] = {}
+        self._eval_counts: dict[str, int] = {}
         self._stability_step = -1
         self._generator = torch.Generator().manual_seed(args.seed)
         self.add_callback(_StageCallback(self))
@@ -137,13 +147,43 @@ class ViQStageTrainer(Trainer):
         outputs = model(**inputs)
         if model.training:
             self._record(outputs, inputs)
+        else:
+            for name, value in (outputs.losses or {}).items():
+                value = value.detach().to(torch.float64)
+                self._eval_sums[name] = self._eval_sums[name] + value if name in self._eval_sums else value
+                self._eval_counts[name] = self._eval_counts.get(name, 0) + 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def evaluation_loop(self, *args, **kwargs):
+        """`Trainer`'s loop, with each loss term's mean over the evaluation set in the metrics (`eval_loss_mse`, ...)
+        and, when the stage has a pixel MSE (decoder), `eval_psnr`: the PSNR of that mean MSE (pixels in [-1, 1])."""
+        import math
+
+        self._eval_sums, self._eval_counts = {}, {}
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        names = sorted(self._eval_sums)
+        if names:
+            counts = torch.tensor([self._eval_counts[n] for n in names], dtype=torch.float64)
+            sums = self._reduced(torch.cat([torch.stack([self._eval_sums[n].cpu() for n in names]), counts]))
+            for index, name in enumerate(names):
+                mean = float(sums[index] / max(sums[len(names) + index], 1))
+                output.metrics[f"{prefix}_loss_{name}"] = round(mean, 6)
+                if name == "mse" and mean > 0:
+                    output.metrics[f"{prefix}_psnr"] = round(10 * math.log10(4.0 / mean), 3)
+        return output
 
     def _record(self, outputs, inputs) -> None:
         for name, value in (outputs.losses or {}).items():
             value = value.detach().to(torch.float64)
             self._sums[name] = self._sums[name] + value if name in self._sums else value
             self._counts[name] = self._counts.get(name, 0) + 1
+        saturation = getattr(outputs, "quantizer_saturation", None)
+        if saturation is not None:
+            value = saturation.detach().to(torch.float64)
+            self._sums["fsq_saturation"] = self._sums["fsq_saturation"] + value if "fsq_saturation" in self._sums \
+                else value
+            self._counts["fsq_saturation"] = self._counts.get("fsq_saturation", 0) + 1
         codes = outputs.image_codes
         if codes is None or self.codebook_usage is None:
             return
@@ -167,7 +207,8 @@ class ViQStageTrainer(Trainer):
                 counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
                 sums = self._reduced(torch.cat([torch.stack([self._sums[n].cpu() for n in names]), counts]))
                 for index, name in enumerate(names):
-                    logs[f"loss_{name}"] = round(float(sums[index] / max(sums[len(names) + index], 1)), 6)
+                    key = name if name == "fsq_saturation" else f"loss_{name}"
+                    logs[key] = round(float(sums[index] / max(sums[len(names) + index], 1)), 6)
             self._sums.clear()
             self._counts.clear()
             if self.codebook_usage is not None:
@@ -179,11 +220,32 @@ class ViQStageTrainer(Trainer):
                 if stability[1] > 0:
                     logs["code_stability"] = round(float(stability[0] / stability[1]), 4)
                 self._stability.clear()
+            self._warn_on_collapse(logs)
             if self.schedule is not None:
                 phase = self.schedule.phase()
                 logs["max_pixels"] = phase.max_pixels
                 logs["token_window"] = phase.token_window
         super().log(logs, start_time)
+
+    def _warn_on_collapse(self, logs: dict) -> None:
+        """One loud warning (each kind once per run) when the codes collapse or the FSQ inputs saturate the bound."""
+        usage, saturation = logs.get("codebook_usage"), logs.get("fsq_saturation")
+        step = self.state.global_step
+        if usage is not None and usage < self.collapse_usage_threshold and "usage" not in self._warned:
+            self._warned.add("usage")
+            size = self.codebook_usage.codebook_size
+            stability = logs.get("code_stability")
+            note = (f" code_stability {stability:.2f} only says that the few codes in use do not move."
+                    if stability is not None else "")  # fmt: skip
+            logger.warning(f"CODEBOOK COLLAPSE at step {step}: {usage:.1%} of the {size} codes used over the last "
+                           f"logging interval (perplexity {logs.get('codebook_perplexity', 0):.1f}), below "
+                           f"collapse_usage_threshold {self.collapse_usage_threshold:g}.{note} Check the FSQ inputs' "
+                           "scale (fsq_saturation) and the learning rate.")  # fmt: skip
+        if saturation is not None and saturation > self.saturation_threshold and "saturation" not in self._warned:
+            self._warned.add("saturation")
+            logger.warning(f"FSQ SATURATION at step {step}: {saturation:.1%} of the quantizer inputs lie beyond 0.99 "
+                           f"of the bound (threshold {self.saturation_threshold:g}); there tanh passes almost no "
+                           "gradient and those dimensions stay on their outermost level.")  # fmt: skip
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

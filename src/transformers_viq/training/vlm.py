@@ -82,12 +82,14 @@ def load_vlm(
             "No model: give a saved ViQ VLM (model_name_or_path), or a ViQ tokenizer (viq_model, e.g. "
             "XuminYu/ViQ_weights with viq_size 16k) and a Qwen2.5 causal LM (llm_model)."
         )
-    model = ViQForConditionalGeneration.from_viq_and_qwen(
-        viq, llm, viq_size=viq_size, projector_type=projector_type, dtype=dtype, from_pretrained_kwargs=kwargs
-    )
     tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "token", "cache_dir", "local_files_only")}
     tokenizer = AutoTokenizer.from_pretrained(llm, **tokenizer_kwargs)
     processor = ViQProcessor(image_processor=image_processor, tokenizer=tokenizer, projector_type=projector_type)
+    # the image token is the LLM tokenizer's own `<|image_pad|>` (151655 in Qwen2.5's vocabulary, not in every one)
+    model = ViQForConditionalGeneration.from_viq_and_qwen(
+        viq, llm, viq_size=viq_size, projector_type=projector_type, dtype=dtype, from_pretrained_kwargs=kwargs,
+        image_token_id=processor.image_token_id,
+    )
     if len(tokenizer) > model.config.text_config.vocab_size:
         raise ValueError(
             f"The tokenizer of {llm} has {len(tokenizer)} tokens, more than the LM's vocabulary "
