@@ -20,6 +20,7 @@ with random weights, in the same formats as the real ones:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -183,6 +184,53 @@ def make_tiny_training_assets(root: str | os.PathLike, num_rows: int = 8, seed: 
     return paths
 
 
+def fit_vae_stand_in(vae_path: str | os.PathLike, image_paths: list[str], steps: int = 150, crop: int = 48,
+                     batch_size: int = 16, learning_rate: float = 2e-3, kl_weight: float = 1e-6,
+                     seed: int = 0) -> float:  # fmt: skip
+    """
+    Train the random stand-in VAE at `vae_path` as an autoencoder on random `crop`-square crops of the images (MSE and
+    a small KL), and save it back: the role of the pretrained Qwen-Image VAE, whose latents the ViQ stages regress and
+    whose decoder the decoder stage starts from. A random VAE's latents are random features that keep little of the
+    colours; the ViQ recipe assumes a VAE that reconstructs. Returns the last steps' mean MSE (pixels in [-1, 1]).
+    """
+    from diffusers import AutoencoderKLQwenImage
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator().manual_seed(seed)
+    vae = AutoencoderKLQwenImage.from_pretrained(vae_path)
+    vae.train()
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+                          for path in image_paths]).float() / 127.5 - 1  # fmt: skip
+    height, width = images.shape[-2:]
+    if crop > min(height, width):
+        raise ValueError(f"crop {crop} is larger than the images ({height}x{width}).")
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(step, steps) / steps)))  # fmt: skip
+    recent = []
+    for _ in tqdm(range(steps), desc="stand-in VAE", leave=False):
+        index = torch.randint(len(images), (batch_size,), generator=generator)
+        top = torch.randint(height - crop + 1, (batch_size,), generator=generator)
+        left = torch.randint(width - crop + 1, (batch_size,), generator=generator)
+        batch = torch.stack([images[i, :, t : t + crop, l : l + crop] for i, t, l in zip(index, top, left)])
+        posterior = vae.encode(batch[:, :, None]).latent_dist
+        # decoded from the posterior mean, what the ViQ stages regress: a fresh VAE's sampling noise (std ~1) would
+        # drown its ~0.3-sized means for hundreds of steps
+        reconstruction = vae.decode(posterior.mean).sample[:, :, 0]
+        mse = torch.nn.functional.mse_loss(reconstruction, batch)
+        loss = mse + kl_weight * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        recent = (recent + [float(mse)])[-10:]
+    vae.eval()
+    vae.save_pretrained(vae_path)
+    return sum(recent) / len(recent)
+
+
 def tiny_model_config(stage: str) -> dict:
     """`model_config` (ViQConfig fields) of the tiny stage-2 models."""
     config = {"fusion_num_layers": 1, "quantizer_attention_dim": 16, "latent_num_layers": 1, "latent_norm_groups": 4,
@@ -219,6 +267,7 @@ def tiny_stage_arguments(stage: str, assets: TinyTrainingAssets, init_from: str 
 __all__ = [
     "CHAT_SPECIAL_TOKENS",
     "TinyTrainingAssets",
+    "fit_vae_stand_in",
     "make_tiny_training_assets",
     "synthetic_image",
     "synthetic_rows",
