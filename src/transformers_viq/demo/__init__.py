@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     model.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     model.add_argument("--max-pixels", type=int, default=None, help="pixel budget per image (default: the model's)")
+    model.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's, one per core; on a machine that other jobs keep "
+                       "busy, 1 avoids threads waiting for each other)")  # fmt: skip
     model.add_argument("--max-new-tokens", type=int, default=64, help="length of the VLM's answers (default 64)")
     model.add_argument("--online", action="store_true",
                        help="allow downloads from the Hugging Face Hub (default: offline, the local cache only)")
@@ -138,8 +141,13 @@ def main(argv: list[str] | None = None, app_dir: str | os.PathLike | None = None
         return _error(f"no bundled model here ({BUNDLED_MODEL} is in a checkout of the repository): pass --model")
     note = bundled.get("model_note") if args.model is None else None
     samples = _sample_files(args.samples or bundled.get("samples"))
+    import torch
+
     from ..pipeline import ModelLoadError
     from .backend import DemoBackend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     try:
         size = args.size or (bundled.get("size") if args.model is None else None)
