@@ -169,7 +169,7 @@ def test_export_space_runs_from_its_own_folder(tmp_path):
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert "smoke checkpoint" in config_text, output[-2000:]
-    assert str(space / "model") in config_text  # the page runs the Space's copy of the model
+    assert "**Tokenizer**: `model` (HF format)" in config_text  # the Space's copy of the model, in its folder
 
 
 def wait_for_page(process, port: int, timeout: float = 120) -> str:

@@ -148,6 +148,8 @@ class DemoBackend:
     @property
     def model_label(self) -> str:
         label = self.pipe.model_id or "a ViQ tokenizer"
+        if os.path.isabs(label) and Path(label).is_relative_to(Path.cwd()):  # a folder here: as the user would type it
+            label = os.path.relpath(label)
         return label + (f" ({self.pipe.viq_size})" if self.pipe.viq_size else "")
 
     def model_facts(self) -> dict:
