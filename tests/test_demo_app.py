@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from transformers_viq import ViQCodes
 from transformers_viq.demo import BUNDLED_MODEL, bundled_paths
@@ -184,3 +185,18 @@ def wait_for_page(process, port: int, timeout: float = 120) -> str:
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"the app did not answer on port {port} within {timeout} s")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "I;16", "P", "CMYK"])
+def test_uploads_of_any_mode_encode(backend, tmp_path, mode):
+    """Any mode Pillow reads becomes the RGB the processor feeds the model (transparency on white, 16 bits scaled)."""
+    picture = Image.open(SAMPLES / "coffee_small_48x40.png").convert("RGB")
+    converted = picture.convert("I;16") if mode == "I;16" else picture.convert(mode)
+    path = tmp_path / ("upload.tif" if mode == "CMYK" else "upload.png")
+    converted.save(path)
+    name, original = backend.read_image(path)
+    assert original.shape == (48, 40, 3) and original.dtype == np.uint8
+    encoded = backend.encode(name, original)
+    rgb = backend.encode("rgb.png", np.asarray(picture))
+    assert (encoded.numbers["grid_h"], encoded.numbers["grid_w"]) == (rgb.numbers["grid_h"], rgb.numbers["grid_w"])
+    assert encoded.codes.codes.numel() == rgb.codes.codes.numel() > 0
