@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None, app_dir: str | os.PathLike | None = None
     `app.py`, where the bundled model and samples are looked up (see [`bundled_paths`]). Returns an exit code:
     0, 1 (the model cannot load), 2 (a bad option).
     """
-    parser = add_arguments(argparse.ArgumentParser(prog="python demo/app.py", description=__doc__.split("\n\n")[0]))
+    prog = "python -m transformers_viq.demo" if app_dir is None else "python app.py"
+    parser = add_arguments(argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0]))
     args = parser.parse_args(argv)
     bundled = bundled_paths(app_dir)
     if args.export_space:

@@ -174,7 +174,7 @@ def build_page(backend: DemoBackend, samples: list[str | Path], title: str = TIT
         return (state, *encoded_outputs(encoded), result.side_by_side, shown(result.jpeg),
                 reconstruct_markdown(result.numbers, result.jpeg_numbers), status)  # fmt: skip
 
-    def on_codes(path, state, progress=gr.Progress()):
+    def on_codes(path, progress=gr.Progress()):
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         name = Path(path).name
@@ -183,7 +183,8 @@ def build_page(backend: DemoBackend, samples: list[str | Path], title: str = TIT
             decoded = backend.load_codes(path, name)
         except DemoInputError as error:
             return gr.skip(), None, "", _problem(str(error))
-        state = dict(state or {}, codes=first_image(decoded.codes))
+        # the loaded codes are now what the page is about (the VLM reads them), not the image loaded before
+        state = {"name": name, "original": None, "encoded": None, "codes": first_image(decoded.codes)}
         status = f"Loaded the codes file **{name}** and decoded it."
         return state, decoded.images[0], decoded_markdown(decoded), status
 
@@ -250,7 +251,7 @@ def build_page(backend: DemoBackend, samples: list[str | Path], title: str = TIT
         encode_button.click(on_encode, state, [state, encode_numbers, codes_picture, download, status])
         reconstruct_button.click(on_reconstruct, state, [state, encode_numbers, codes_picture, download, side_by_side,
                                                          jpeg, reconstruct_numbers, status])  # fmt: skip
-        codes_upload.upload(on_codes, [codes_upload, state], [state, decoded, decoded_info, status])
+        codes_upload.upload(on_codes, codes_upload, [state, decoded, decoded_info, status])
     return page
 
 
