@@ -81,7 +81,7 @@ def app_url(vlm_folder):
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
-        if "Traceback" in output:  # every error the page met was a message to the user, not a crash
+        if "Traceback" in output:  # the server's log, for whoever reads a failing run
             print(output[-5000:])
 
 
