@@ -200,3 +200,8 @@ def test_uploads_of_any_mode_encode(backend, tmp_path, mode):
     rgb = backend.encode("rgb.png", np.asarray(picture))
     assert (encoded.numbers["grid_h"], encoded.numbers["grid_w"]) == (rgb.numbers["grid_h"], rgb.numbers["grid_w"])
     assert encoded.codes.codes.numel() == rgb.codes.codes.numel() > 0
+
+
+def test_the_processors_limits_come_back_as_a_message(backend):
+    with pytest.raises(DemoInputError, match=r"strip.png: The aspect ratio of the image \(4x2000, ratio 500.0\)"):
+        backend.encode("strip.png", np.zeros((4, 2000, 3), dtype=np.uint8))
