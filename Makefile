@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests eval benchmarks examples training
+	$(VENV)/bin/ruff check src tests eval benchmarks examples training demo
 
 test-slow: $(STAMP)
 	RUN_SLOW=1 $(PY) -m pytest -q -m slow tests

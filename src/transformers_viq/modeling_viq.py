@@ -874,7 +874,36 @@ def build_qwen_image_vae(vae_config: dict):
             "(a dependency of transformers-viq), or load the model with include_decoder=False."
         ) from error
 
-    return AutoencoderKLQwenImage(**vae_config)
+    vae = AutoencoderKLQwenImage(**vae_config)
+    single_frame = _single_frame_causal_conv3d()
+    for module in vae.modules():
+        if type(module) is single_frame.__base__:
+            module.__class__ = single_frame  # same parameters and state dict, a faster forward for still images
+    return vae
+
+
+@functools.cache
+def _single_frame_causal_conv3d():
+    """
+    diffusers' `QwenImageCausalConv3d` with a fast path for one frame. A still image is a video of one frame: with
+    nothing cached before it, the causal padding fills the first `kernel_t - 1` temporal taps with zeros, so the 3-D
+    convolution equals a 2-D one with the kernel's last temporal tap (the same sums, in another order; gradients
+    reach the same weights). On the CPU, torch runs small 3-D convolutions with a slow generic kernel and 2-D ones
+    with oneDNN: decoding a 512x512 image takes a quarter of the time.
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_qwenimage import QwenImageCausalConv3d
+
+    class SingleFrameCausalConv3d(QwenImageCausalConv3d):
+        def forward(self, x, cache_x=None):
+            causal_padding = self._padding[4] == self.kernel_size[0] - 1
+            if x.shape[2] == 1 and cache_x is None and causal_padding and self.stride[0] == self.dilation[0] == 1:
+                frame = F.pad(x[:, :, 0], self._padding[:4])  # (left, right, top, bottom)
+                out = F.conv2d(frame, self.weight[:, :, -1], self.bias, self.stride[1:], 0, self.dilation[1:],
+                               self.groups)  # fmt: skip
+                return out.unsqueeze(2)
+            return super().forward(x, cache_x)
+
+    return SingleFrameCausalConv3d
 
 
 # ----------------------------------------------------------------------------------------------------------------

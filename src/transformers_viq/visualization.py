@@ -3,6 +3,7 @@
 
 * [`side_by_side`]: the picture `viq reconstruct` writes for each image (small images shown enlarged, pixel-exact);
 * [`numbers_text`]: its text panel, from the numbers of [`~transformers_viq.pipeline.reconstruction_numbers`];
+* [`codes_picture`]: a picture of the codes, one colour per code value, drawn over the image the model saw;
 * [`font`], [`draw_text_block`]: the pieces, for other pictures (e.g. `eval/compression.py`'s grid);
 * [`save_png`]: write an array or a PIL image as PNG, atomically.
 """
@@ -138,10 +139,92 @@ def side_by_side(
     return canvas
 
 
+GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
+
+
+def code_colours(codes) -> np.ndarray:
+    """
+    One RGB colour per code value, `uint8 (n, 3)`: the hue steps by the golden ratio from one code to the next, so
+    neighbouring values get distant hues, and saturation and brightness take three levels each, so that codes whose
+    hues nearly coincide still differ. The same value always gets the same colour, in every picture.
+    """
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    hue = (codes * GOLDEN_RATIO_CONJUGATE) % 1.0
+    saturation = 0.6 + 0.2 * ((codes // 3) % 3)
+    value = 0.7 + 0.15 * (codes % 3)
+    # HSV -> RGB, vectorised (the standard six-sector formula)
+    sector = np.floor(hue * 6).astype(np.int64) % 6
+    fraction = hue * 6 - np.floor(hue * 6)
+    p = value * (1 - saturation)
+    q = value * (1 - saturation * fraction)
+    t = value * (1 - saturation * (1 - fraction))
+    table = np.stack(
+        [
+            np.stack([value, t, p], -1),
+            np.stack([q, value, p], -1),
+            np.stack([p, value, t], -1),
+            np.stack([p, q, value], -1),
+            np.stack([t, p, value], -1),
+            np.stack([value, p, q], -1),
+        ]
+    )  # (6, n, 3)
+    rgb = table[sector, np.arange(len(codes))]
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def codes_picture(image: np.ndarray, codes, grid_hw: tuple[int, int], codes_per_patch: int = 4, patch_size: int = 16,
+                  alpha: float = 0.5) -> np.ndarray:  # fmt: skip
+    """
+    A picture of one image's codes: each `patch_size` square of the grid is split into `codes_per_patch` cells (a
+    2x2 block for 4 codes: the patch's sub-codes in order, left to right then top to bottom), each cell filled with
+    the colour of its code ([`code_colours`]), blended over the image with opacity `alpha` (1: codes only).
+
+    Args:
+        image (`np.ndarray`): `uint8 (H, W, 3)`, the image as the model saw it (before padding), so
+            `H <= grid_h * patch_size` and `W <= grid_w * patch_size`.
+        codes: the image's `grid_h * grid_w * codes_per_patch` codes, patch-major (as `ViQModel.encode` gives them).
+        grid_hw (`tuple[int, int]`): its patch grid.
+
+    Returns:
+        `uint8 (H, W, 3)`: the picture, cropped to the image's size as the padding is.
+    """
+    grid_h, grid_w = (int(side) for side in grid_hw)
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    if codes.size != grid_h * grid_w * codes_per_patch:
+        raise ValueError(f"{codes.size} codes for a {grid_h}x{grid_w} grid of {codes_per_patch} codes per patch "
+                         f"(expected {grid_h * grid_w * codes_per_patch}).")  # fmt: skip
+    height, width = image.shape[:2]
+    if height > grid_h * patch_size or width > grid_w * patch_size:
+        raise ValueError(f"An image of {height}x{width} pixels is larger than its {grid_h}x{grid_w} patch grid.")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+    rows = max(1, math.isqrt(codes_per_patch))
+    columns = math.ceil(codes_per_patch / rows)
+    cells = np.zeros((grid_h, grid_w, rows * columns, 3), dtype=np.uint8)
+    cells[:, :, :codes_per_patch] = code_colours(codes).reshape(grid_h, grid_w, codes_per_patch, 3)
+    cells = cells.reshape(grid_h, grid_w, rows, columns, 3).transpose(0, 2, 1, 3, 4).reshape(
+        grid_h * rows, grid_w * columns, 3)  # fmt: skip
+    # each cell covers patch_size / rows x patch_size / columns pixels (nearest-neighbour enlargement)
+    row_index = np.minimum(np.arange(grid_h * patch_size) * rows // patch_size, grid_h * rows - 1)
+    column_index = np.minimum(np.arange(grid_w * patch_size) * columns // patch_size, grid_w * columns - 1)
+    colour_map = cells[row_index[:, None], column_index[None, :]][:height, :width]
+    blended = alpha * colour_map.astype(np.float32) + (1 - alpha) * image[..., :3].astype(np.float32)
+    return np.round(blended).astype(np.uint8)
+
+
 def save_png(image, path: str | os.PathLike) -> None:
     """Write a PIL image or a `uint8` array as PNG (atomically: a killed run leaves no half-written file)."""
     with atomic_path(path) as temporary:
         (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(temporary, format="PNG")
 
 
-__all__ = ["draw_text_block", "font", "numbers_text", "save_png", "side_by_side", "text_size"]
+__all__ = [
+    "code_colours",
+    "codes_picture",
+    "draw_text_block",
+    "font",
+    "numbers_text",
+    "save_png",
+    "side_by_side",
+    "text_size",
+]
