@@ -4,8 +4,9 @@ Synthetic scenes with independently drawn colour, shape, column and count (`tran
 split never seen in training, and a blank-image control), then every step of the paper at width 64, each through the
 project's own commands and the recipes in `training/recipes/miniature/`:
 
-    1. data and stand-ins      scenes; random stand-ins of SigLIP2 (teacher), Qwen2 (stage LLM, VLM LLM), the
-                               Qwen-Image VAE and LPIPS (transformers_viq.testing.training, examples/make_tiny_qwen.py)
+    1. data and stand-ins      scenes; random stand-ins of SigLIP2 (teacher), Qwen2 (the LLM of the stages and of the
+                               VLMs) and LPIPS, and of the Qwen-Image VAE, trained as an autoencoder on the training
+                               scenes (transformers_viq.testing.training)
     2. the tokenizer           training/train_viq.py: Stage 1 -> 2-1 -> 2-2 -> decoder, and the decoder again on
                                constant codes (the ablation that shows what the codes carry)
     3. codes                   viq extract (training scenes), viq encode (held-out scenes: codebook usage)
@@ -37,8 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "training" / "recipes" / "miniature"
 WIDTH = 64
 TEACHER_GRID = 6  # the stand-in teacher's "384" input is 96x96, the scenes' size
-VAE = {"base_dim": 16, "z_dim": 4, "dim_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_scales": [],
+VAE = {"base_dim": 8, "z_dim": 4, "dim_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_scales": [],
        "temperal_downsample": [False, True, True], "dropout": 0.0}  # fmt: skip
+VAE_STEPS = 300  # the stand-in VAE's autoencoder training (the real one is pretrained)
 # paper targets at miniature scale (issue "Training that learns")
 TARGETS = {"codebook_usage": 0.5, "psnr": 24.0, "psnr_gain": 6.0, "colour": 0.9, "shape": 0.8, "spatial": 0.7,
            "blank_to_chance": 0.1, "pixels_to_codes": 0.05}  # fmt: skip
@@ -77,7 +79,7 @@ def stage_command(recipe: str, out: Path, scale: float, steps: int, extra: list[
 
 def paths_for(out: Path) -> dict[str, str]:
     """Every path the recipes name under `outputs/miniature`, relocated under `out`."""
-    return {name: str(out / name) for name in ("assets", "data", "qwen", "viq-stage1", "viq-stage2-1", "viq-stage2-2",
+    return {name: str(out / name) for name in ("assets", "data", "viq-stage1", "viq-stage2-1", "viq-stage2-2",
                                                "viq", "viq-constant", "codes", "vlm-codes", "vlm-pixels")}  # fmt: skip
 
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from transformers_viq.synthetic import words, write_shapes_dataset
-    from transformers_viq.testing.training import make_tiny_training_assets
+    from transformers_viq.testing.training import fit_vae_stand_in, make_tiny_training_assets
 
     start = time.perf_counter()
     out = Path(args.output_dir).resolve()
@@ -102,13 +104,22 @@ def main(argv: list[str] | None = None) -> int:
            "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
     timings: dict[str, float] = {}
 
-    # 1. data and stand-ins
+    # 1. data and stand-ins (the VLMs' LLM is the stand-in Qwen2 of the stages too: 2 layers, a small vocabulary)
     if args.force or not (out / "data" / "heldout.json").exists():
         write_shapes_dataset(p["data"], num_train=args.num_train, num_heldout=args.num_heldout, seed=args.seed)
     if args.force or not (out / "assets" / "qwen2").exists():
         make_tiny_training_assets(p["assets"], num_rows=2, seed=args.seed, hidden_size=WIDTH, teacher_layers=4,
                                   teacher_grid=TEACHER_GRID, words=words(), vae_config=VAE,
                                   text_initializer_range=0.1)  # fmt: skip
+    fitted = out / "assets" / "qwen-image-vae" / "stand_in_fit.json"
+    if args.force or not fitted.exists():
+        print("[miniature] stand-in VAE: trained as an autoencoder on the training scenes", flush=True)
+        begin = time.perf_counter()
+        images = sorted(str(f) for f in (out / "data" / "train").glob("*.png"))
+        mse = fit_vae_stand_in(out / "assets" / "qwen-image-vae", images, steps=max(2, round(VAE_STEPS * args.steps_scale)),
+                               seed=args.seed)  # fmt: skip
+        fitted.write_text(json.dumps({"steps": VAE_STEPS, "mse": mse}) + "\n")
+        timings["vae_stand_in"] = round(time.perf_counter() - begin, 1)
     scale, force = args.steps_scale, args.force
     data = ["--dataset_name_or_path", f"{p['data']}/train.json", "--image_folder", p["data"]]
     stand_ins = ["--teacher_name_or_path", f"{p['assets']}/siglip2-teacher.bin", "--text_model_name_or_path",
@@ -120,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     tasks = ",".join(f"miniature_{kind}{suffix}" for suffix in ("", "_blank")
                      for kind in ("colour", "shape", "position", "count"))  # fmt: skip
     steps = [
-        Step(out, "qwen", [sys.executable, "examples/make_tiny_qwen.py", "--output-dir", p["qwen"], "--hidden-size",
-                           str(WIDTH)], Path(p["qwen"]), force),  # fmt: skip
         Step(out, "stage1", stage_command("viq_stage1.yaml", out, scale, 150,
                                           ["--output_dir", p["viq-stage1"], *data, *stand_ins]),
              Path(p["viq-stage1"]), force),  # fmt: skip
@@ -131,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         Step(out, "stage2_2", stage_command("viq_stage2_2.yaml", out, scale, 150,
                                             ["--init_from", p["viq-stage2-1"], "--output_dir", p["viq-stage2-2"],
                                              *data, *stand_ins, *vae]), Path(p["viq-stage2-2"]), force),  # fmt: skip
-        Step(out, "decoder", stage_command("viq_decoder.yaml", out, scale, 300, ["--output_dir", p["viq"], *decoder]),
+        Step(out, "decoder", stage_command("viq_decoder.yaml", out, scale, 150, ["--output_dir", p["viq"], *decoder]),
              Path(p["viq"]), force),  # fmt: skip
-        Step(out, "decoder_constant_codes", stage_command("viq_decoder.yaml", out, scale, 300,
+        Step(out, "decoder_constant_codes", stage_command("viq_decoder.yaml", out, scale, 150,
                                                           ["--output_dir", p["viq-constant"], "--constant_codes",
                                                            "true", *decoder]),
              Path(p["viq-constant"]), force),  # fmt: skip
@@ -144,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                                      str(out / "heldout-codes.safetensors"), "--model", p["viq"], "--device", "cpu"],
              out / "heldout-codes.safetensors", force),  # fmt: skip
         Step(out, "sft_codes", [sys.executable, "training/sft.py", "--config", str(RECIPES / "sft_codes.yaml"),
-                                "--viq_model", p["viq"], "--llm_model", p["qwen"], "--dataset_name", p["codes"],
+                                "--viq_model", p["viq"], "--llm_model", f"{p['assets']}/qwen2", "--dataset_name", p["codes"],
                                 "--output_dir", p["vlm-codes"], "--num_train_epochs", str(max(scale * 4, 0.05))],
              Path(p["vlm-codes"]), force),  # fmt: skip
         Step(out, "sft_pixels", [sys.executable, "training/sft.py", "--config", str(RECIPES / "sft_pixels.yaml"),
-                                 "--viq_model", p["viq"], "--llm_model", p["qwen"], "--dataset_name",
+                                 "--viq_model", p["viq"], "--llm_model", f"{p['assets']}/qwen2", "--dataset_name",
                                  f"{p['data']}/train.json", "--image_folder", p["data"], "--output_dir",
                                  p["vlm-pixels"], "--num_train_epochs", str(max(scale * 4, 0.05))],
              Path(p["vlm-pixels"]), force),  # fmt: skip

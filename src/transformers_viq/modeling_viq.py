@@ -874,11 +874,16 @@ def build_qwen_image_vae(vae_config: dict):
             "(a dependency of transformers-viq), or load the model with include_decoder=False."
         ) from error
 
-    vae = AutoencoderKLQwenImage(**vae_config)
+    return with_single_frame_convolutions(AutoencoderKLQwenImage(**vae_config))
+
+
+def with_single_frame_convolutions(vae):
+    """Give a diffusers `AutoencoderKLQwenImage` (in place, and return it) the fast path of its causal 3-D
+    convolutions for still images (see `_single_frame_causal_conv3d`): same parameters and state dict."""
     single_frame = _single_frame_causal_conv3d()
     for module in vae.modules():
         if type(module) is single_frame.__base__:
-            module.__class__ = single_frame  # same parameters and state dict, a faster forward for still images
+            module.__class__ = single_frame
     return vae
 
 

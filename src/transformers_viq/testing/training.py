@@ -184,8 +184,8 @@ def make_tiny_training_assets(root: str | os.PathLike, num_rows: int = 8, seed: 
     return paths
 
 
-def fit_vae_stand_in(vae_path: str | os.PathLike, image_paths: list[str], steps: int = 150, crop: int = 48,
-                     batch_size: int = 16, learning_rate: float = 2e-3, kl_weight: float = 1e-6,
+def fit_vae_stand_in(vae_path: str | os.PathLike, image_paths: list[str], steps: int = 300, crop: int = 48,
+                     batch_size: int = 16, learning_rate: float = 1e-3, kl_weight: float = 1e-6,
                      seed: int = 0) -> float:  # fmt: skip
     """
     Train the random stand-in VAE at `vae_path` as an autoencoder on random `crop`-square crops of the images (MSE and
@@ -197,8 +197,10 @@ def fit_vae_stand_in(vae_path: str | os.PathLike, image_paths: list[str], steps:
     from PIL import Image
     from tqdm.auto import tqdm
 
+    from ..modeling_viq import with_single_frame_convolutions
+
     generator = torch.Generator().manual_seed(seed)
-    vae = AutoencoderKLQwenImage.from_pretrained(vae_path)
+    vae = with_single_frame_convolutions(AutoencoderKLQwenImage.from_pretrained(vae_path))
     vae.train()
     images = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
                           for path in image_paths]).float() / 127.5 - 1  # fmt: skip
@@ -225,7 +227,7 @@ def fit_vae_stand_in(vae_path: str | os.PathLike, image_paths: list[str], steps:
         loss.backward()
         optimizer.step()
         schedule.step()
-        recent = (recent + [float(mse)])[-10:]
+        recent = (recent + [float(mse.detach())])[-10:]
     vae.eval()
     vae.save_pretrained(vae_path)
     return sum(recent) / len(recent)
