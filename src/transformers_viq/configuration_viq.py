@@ -80,6 +80,14 @@ def without_empty_auto_map(output: dict) -> dict:
     return output
 
 
+def check_path(pretrained_model_name_or_path) -> None:
+    """A name that looks like a local path and is neither a folder nor a file: `NoSuchFolderError` ("no folder ...")
+    at once, before any Hub request."""
+    from .hub_utils import check_local_folder
+
+    check_local_folder(pretrained_model_name_or_path, allow_file=True)
+
+
 def missing_config(pretrained_model_name_or_path, vlm: bool = False, **kwargs) -> OSError:
     """The error for a folder or repo without `config.json` (it says which call works for the authors' layout)."""
     from .original_checkpoint import missing_config_error
@@ -354,6 +362,7 @@ class ViQConfig(PreTrainedConfig):
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         # Update: transformers returns an empty dict for a folder or repo without config.json, and `from_pretrained`
         # then silently builds the default architecture; here that is an error saying what to load instead.
+        check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
         config_dict, unused = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
         if not config_dict:
             raise missing_config(pretrained_model_name_or_path, **kwargs)

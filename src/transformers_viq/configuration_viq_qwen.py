@@ -12,7 +12,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .configuration_viq import ViQConfig, missing_config, with_auto_map, without_empty_auto_map
+from .configuration_viq import ViQConfig, check_path, missing_config, with_auto_map, without_empty_auto_map
 
 
 PROJECTOR_TYPES = ("pooled", "mlp")
@@ -92,6 +92,7 @@ class ViQQwenConfig(PreTrainedConfig):
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         # Update: a folder or repo without config.json is an error (transformers would build the default model).
+        check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
         config_dict, unused = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
         if not config_dict:
             raise missing_config(pretrained_model_name_or_path, vlm=True, **kwargs)

@@ -45,7 +45,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 from transformers.utils.generic import is_flash_attention_requested
 
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
+from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig, check_path
 from .fsq import FiniteScalarQuantizer, ProximalProjection, implicit_codebook
 from .logging_utils import get_logger
 from .validation import check_codes, check_grid, check_pixels
@@ -927,6 +927,8 @@ class DamagedCheckpointErrors:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        if pretrained_model_name_or_path is not None:
+            check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except Exception as error:
@@ -1075,6 +1077,7 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
             resolve_original_checkpoint,
         )
 
+        check_path(pretrained_model_name_or_path)
         config = kwargs.get("config")
         subfolder = kwargs.get("subfolder") or ""
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
