@@ -97,7 +97,7 @@ def test_dora_on_codes_packed_saves_a_merged_model_with_the_projector(parts, tmp
         push_to_hub=True, hub_model_id="me/tiny-viq-dora", card_base_model="Qwen/Qwen2.5-0.5B-Instruct",
     )  # fmt: skip
     assert trainer.state.global_step == 2
-    assert trainer.model.is_gradient_checkpointing  # TRL's default, through PEFT, with the merge in the base model
+    assert trainer.model.is_activation_checkpointing  # TRL's default, through PEFT, with the merge in the base model
     # the adapter holds DoRA on the LLM and the whole projector (modules_to_save); both trained
     with safe_open(output / "adapter" / "adapter_model.safetensors", "pt") as adapter:
         names = list(adapter.keys())
