@@ -5,18 +5,23 @@ on the bundled sample photographs, so it needs no network and finishes in second
 the pipeline works. For the real tokenizer (1.1B-parameter SigLIP2-giant trunk, downloads ~7 GB once):
 
     python examples/demo.py --model XuminYu/ViQ_weights --size 16k
+
+Errors are one line on stderr with the exit codes of the `viq` command (4: the Hub cannot be reached); `--debug`
+(or `VIQ_DEBUG=1`) adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from transformers_viq import ViQCodes, ViQImageProcessor, ViQModel
+from transformers_viq.exit_codes import run_main
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +41,7 @@ def main(argv=None):
     parser.add_argument("--size", default=None, help="2k/4k/8k/16k/64k: read the authors' published layout")
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--max-pixels", type=int, default=512 * 512)
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error (or VIQ_DEBUG=1)")
     args = parser.parse_args(argv)
 
     images = args.images or sorted(str(p) for p in (REPO / "assets" / "samples").glob("*.png"))
@@ -83,4 +89,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # an error (no network, a missing model or image) is one line on stderr with the `viq` command's exit codes
+    sys.exit(run_main("demo.py", main))

@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
+from .exit_codes import EXIT_HUB, EXIT_INCOMPATIBLE, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from .logging_utils import one_line
 from .original_checkpoint import AUTHORS_REPO
 
@@ -30,12 +31,6 @@ DEFAULT_MODEL = AUTHORS_REPO
 DEFAULT_SIZE = "16k"
 SIZES = tuple(FSQ_LEVEL_PRESETS)
 
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
-EXIT_INCOMPATIBLE = 3
-EXIT_HUB = 4
-EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\
 exit codes:
@@ -336,10 +331,15 @@ def command_reconstruct(args) -> int:
 
 def command_convert(args) -> int:
     from . import convert_viq_original_to_hf as converter
-    from .hub_utils import looks_like_path
+    from .hub_utils import NoSuchFolderError, check_local_folder
 
-    if looks_like_path(args.source) and not os.path.isdir(os.path.expanduser(args.source)):
-        raise CLIError(f"no such model folder: {args.source}", EXIT_USAGE)
+    try:
+        check_local_folder(args.source)
+    except NoSuchFolderError as error:
+        raise CLIError(str(error), EXIT_USAGE) from None
+    if os.path.isfile(os.path.join(os.path.expanduser(args.source), "config.json")):
+        raise CLIError(f"--source {args.source} is a folder in HF format (config.json), not the authors' layout: "
+                       "nothing to convert", EXIT_USAGE)  # fmt: skip
     if args.check_image:
         check_images(args.check_image)
     if args.config and not os.path.isdir(args.config):
