@@ -226,6 +226,7 @@ def main(script_args, training_args, model_args, viq_args):
         source=data.dataset,
         skipped_log_dir=training_args.output_dir,
     )
+    collator.skipped.add_left_out(data.left_out)  # in skipped-samples-rank*.jsonl and in `skipped_samples`
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     model.config.get_text_config().use_cache = False  # training; saved models get it back
@@ -240,7 +241,7 @@ def main(script_args, training_args, model_args, viq_args):
         processing_class=processor,
         data_collator=collator,
         peft_config=peft_config,
-        callbacks=[SkippedSamplesCallback(collator, left_out_before=sum(map(len, data.skipped.values())))],
+        callbacks=[SkippedSamplesCallback(collator)],
     )
     check_trainable(trainer.model, fresh_projector=fresh_projector, mode=mode, kind=data.kind)
     state = trainer.accelerator.state

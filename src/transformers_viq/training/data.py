@@ -46,6 +46,7 @@ class SFTData:
     source: str  # where it was read from
     code_metadata: dict | None = None  # viq_codes.json of a code dataset
     skipped: dict[str, list] = field(default_factory=dict)  # reason -> row indices left out before training
+    left_out: dict[str, str] = field(default_factory=dict)  # each row left out before training (its name) -> why
 
 
 def undecoded_images(dataset):
@@ -309,8 +310,9 @@ def prepare_for_training(
     num_proc: int | None = None,
 ):
     """
-    Check the conversations, leave out (logged and counted in `data.skipped`) rows whose images cannot be read or
-    that are longer than `max_length`, and pack when asked.
+    Check the conversations, leave out (logged, listed by reason in `data.skipped` and by name with the reason in
+    `data.left_out`, for the collator's `skipped.add_left_out`) rows whose images cannot be read or that are longer
+    than `max_length`, and pack when asked.
 
     Returns:
         The dataset to give the trainer: `data.dataset` itself, a selection of it, or (packing) an index dataset of
@@ -331,6 +333,12 @@ def prepare_for_training(
             f"into their image tokens), e.g. row {long_rows[0]} with {lengths[long_rows[0]]} tokens."
         )
     data.skipped = {"unreadable": sorted(errors), "too_long": long_rows}
+    reasons = {index: f"unreadable: {error}" for index, error in errors.items()}
+    reasons.update({index: f"longer than max_length={max_length} tokens ({lengths[index]} tokens)"
+                    for index in long_rows})  # fmt: skip
+    ids = data.dataset["id"] if reasons and "id" in data.dataset.column_names else None
+    data.left_out = {_row_name({"id": ids[index] if ids is not None else None}, index): reasons[index]
+                     for index in sorted(reasons)}  # fmt: skip
     if packing:
         packs = pack_by_length(lengths, max_length)
         kept = sum(len(pack) for pack in packs)
