@@ -73,6 +73,8 @@ _FLAGS = [
     (re.compile(r"`?\bmax_pixels=(\d+)`?"), r"--max-pixels \1"),
     (re.compile(r"`?\bmax_pixels\b`?"), "--max-pixels"),
     (re.compile(r"`?\bbatch_size\b`?"), "--batch-size"),
+    (re.compile(r"`?\boverwrite=True\b`?"), "--overwrite"),
+    (re.compile(r"`?\bdtype='(\w+)'`?"), r"--dtype \1"),
     (re.compile(r"\b(device|dtype) '"), r"--\1 '"),
     (re.compile(r"(?<![\w-])size='(\w+)'"), r"--size \1"),
 ]
