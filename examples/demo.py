@@ -69,14 +69,15 @@ def main(argv=None):
         f"codebook {model.config.codebook_size} codes (levels {model.config.fsq_levels}), {bits} bits per code; "
         f"encoded in {seconds:.2f} s on {next(model.parameters()).device}",
         "",
-        "| image | size fed | grid | codes | distinct | uint16 bytes | raw RGB bytes | ratio | bits/pixel |",
+        "| image | size fed (HxW) | grid (HxW) | codes | distinct | uint16 bytes | raw RGB bytes | ratio "
+        "| bits/pixel |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for record, (h, w), image_codes in zip(records, grid.tolist(), codes.split()):
         pixels = record["height"] * record["width"]
         code_bytes = 2 * image_codes.numel()
         lines.append(
-            f"| {record['name']} | {record['width']}x{record['height']} | {h}x{w} | {image_codes.numel()} | "
+            f"| {record['name']} | {record['height']}x{record['width']} | {h}x{w} | {image_codes.numel()} | "
             f"{image_codes.unique().numel()} | {code_bytes} | {3 * pixels} | 1/{3 * pixels / code_bytes:.0f} | "
             f"{image_codes.numel() * bits / pixels:.4f} |"
         )

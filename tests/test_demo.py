@@ -23,6 +23,14 @@ def test_demo_writes_codes_and_report(tmp_path, capsys):
     assert "tiny smoke checkpoint" in report and "XuminYu/ViQ_weights" in report
     for sample in samples:
         assert sample.name in report
+    # sizes are written one way everywhere, height x width: the size fed is 16 x the patch grid, side by side
+    assert "| size fed (HxW) | grid (HxW) |" in report
+    rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| ") and ".png" in line]
+    assert len(rows) == len(samples)
+    for row in rows:
+        fed, grid = [tuple(int(v) for v in cell.split("x")) for cell in row[1:3]]
+        assert fed == (16 * grid[0], 16 * grid[1]), row
+    assert any(h != w for h, w in codes.image_grid_hw.tolist())  # a non-square image tells the orders apart
     assert "tiny smoke checkpoint" in capsys.readouterr().out
 
 

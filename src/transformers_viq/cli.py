@@ -317,13 +317,13 @@ def command_reconstruct(args) -> int:
     write_json(output / "metrics.json", {"model": pipe.model_id, "viq_size": pipe.viq_size, "measured_at": at,
                                          "measured_at_meaning": MEASURED_AT[at], "images": rows})  # fmt: skip
     if not args.quiet:
-        print(f"numbers at {MEASURED_AT[at]} (size column: width x height)")
+        print(f"numbers at {MEASURED_AT[at]} (size column: height x width, as patch grids are written)")
         print(
             f"{'image':<28} {'size':>11} {'bpp':>7} {'code B':>8} {'PNG B':>9} {'JPEG90 B':>9} {'PSNR':>7} {'SSIM':>6}"
         )
         for row in rows:
             print(
-                f"{row['name'][:28]:<28} {row['width']:>5}x{row['height']:<5} {row['bpp']:>7.4f} "
+                f"{row['name'][:28]:<28} {row['height']:>5}x{row['width']:<5} {row['bpp']:>7.4f} "
                 f"{row['code_bytes_packed']:>8,} {row['png_bytes']:>9,} {row['jpeg90_bytes']:>9,} "
                 f"{row['psnr']:>7.2f} {row['ssim']:>6.4f}"
             )
