@@ -209,7 +209,9 @@ def main(script_args, training_args, model_args, viq_args):
             **linears,
         )
 
-    # Data: checked before the first step, packed when asked; our collators do the rest
+    # Data: checked before the first step, packed when asked; our collators do the rest. The checks and token counts
+    # run once, on the main process (`training_args.device` sets up the process group they are shared over).
+    training_args.device  # noqa: B018
     packing, training_args.packing = training_args.packing, False
     train_dataset = prepare_for_training(
         data,

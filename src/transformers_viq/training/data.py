@@ -23,7 +23,7 @@ positions restart at 0, which the model turns into a block-diagonal causal mask)
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,6 +301,33 @@ def packed_index_dataset(packs: list[list[int]]):
     )
 
 
+def run_on_main_process(compute: Callable[[], Any]) -> Any:
+    """
+    `compute()` once, on the main process, and its result on every process: under an initialised
+    `torch.distributed` process group of several processes, rank 0 computes and broadcasts the result (or the error it
+    raised, raised again everywhere, so that no process waits for a result that will not come); otherwise this process
+    computes.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return compute()
+    payload: list = [None]
+    error = None
+    if dist.get_rank() == 0:
+        try:
+            payload = [("result", compute())]
+        except Exception as raised:  # noqa: BLE001 - handed to the other processes, then raised here too
+            error, payload = raised, [("error", raised)]
+    dist.broadcast_object_list(payload, src=0)
+    if error is not None:
+        raise error
+    kind, value = payload[0]
+    if kind == "error":
+        raise value
+    return value
+
+
 def prepare_for_training(
     data: SFTData,
     processor,
@@ -312,18 +339,26 @@ def prepare_for_training(
     """
     Check the conversations, leave out (logged, listed by reason in `data.skipped` and by name with the reason in
     `data.left_out`, for the collator's `skipped.add_left_out`) rows whose images cannot be read or that are longer
-    than `max_length`, and pack when asked.
+    than `max_length`, and pack when asked. Under several processes (an initialised `torch.distributed` group) the
+    checks and the token counts (tokenising every row, reading every image header) run once, on the main process,
+    and the others reuse them ([`run_on_main_process`]).
 
     Returns:
         The dataset to give the trainer: `data.dataset` itself, a selection of it, or (packing) an index dataset of
         packs over `data.dataset`.
     """
-    check_conversations(data.dataset, data.kind)
     if packing and not max_length:
         raise ValueError("Packing needs `max_length`: the fixed length of the packed sequences (e.g. 4096).")
+
+    def check_and_count():
+        check_conversations(data.dataset, data.kind)
+        return sample_lengths(data.dataset, processor, data.kind, num_proc=num_proc) if max_length else None
+
+    counted = run_on_main_process(check_and_count)
     if not packing and not max_length:
         return data.dataset
-    lengths, errors = sample_lengths(data.dataset, processor, data.kind, num_proc=num_proc)
+    lengths, errors = counted
+    errors = {int(index): error for index, error in errors.items()}
     for index, error in errors.items():
         logger.warning(f"Leaving out row {index}: {error}")
     long_rows = [index for index, n in enumerate(lengths) if n > max_length]
@@ -360,5 +395,6 @@ __all__ = [
     "pack_by_length",
     "packed_index_dataset",
     "prepare_for_training",
+    "run_on_main_process",
     "sample_lengths",
 ]
