@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from transformers_viq.hub_utils import check_local_folder
 from transformers_viq.integrations.lmms_eval_report import (
     BENCHMARKS,
     PAPER_ROWS,
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace) -> None:
     if args.results is not None:
         results_path = find_results(args.results)
     else:
+        check_local_folder(args.model)  # a mistyped folder says so, not lmms-eval's Hub retries
         if not args.fixtures:
             check_benchmark_data(wanted)
         args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -232,6 +232,9 @@ def test_real_benchmarks_offline_fail_at_once_with_exit_4(tiny_vlm, tmp_path, mo
     assert "--fixtures" in line
     assert {benchmark.dataset for benchmark in BENCHMARKS} >= {"Lin-Chen/MMStar", "lmms-lab-encoder/DocVQA"}
 
+    assert report.main(["--model", str(tmp_path / "no-such-vlm"), "--fixtures"]) == 2  # a typo: said first
+    assert capsys.readouterr().err.strip() == f"benchmarks.py: error: no folder {tmp_path / 'no-such-vlm'}"
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # End to end: the command line, one process and two
