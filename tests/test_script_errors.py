@@ -26,14 +26,17 @@ TINY_VIQ = REPO / "examples" / "tiny-viq"
 @pytest.fixture
 def no_hub(monkeypatch):
     """Any request to the Hub fails the test: a missing folder must be said without asking."""
-    from transformers_viq import hub_utils
+    from transformers_viq import hub_utils, original_checkpoint, pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"the Hub was asked: {args}")
 
-    monkeypatch.setattr(hub_utils, "probe_file", refuse)
-    monkeypatch.setattr(hub_utils, "ensure_fetchable", refuse)
+    for module in (hub_utils, original_checkpoint, pipeline):  # (the name each module holds)
+        for name in ("probe_file", "ensure_fetchable", "probe_dataset"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, refuse)
     monkeypatch.setattr("huggingface_hub.hf_hub_download", refuse)
+    monkeypatch.setattr("huggingface_hub.file_download.get_hf_file_metadata", refuse)
     monkeypatch.chdir(REPO)  # `examples/` exists here, so `examples/tiny-vq` is a path
 
 

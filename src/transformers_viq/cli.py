@@ -31,7 +31,6 @@ DEFAULT_MODEL = AUTHORS_REPO
 DEFAULT_SIZE = "16k"
 SIZES = tuple(FSQ_LEVEL_PRESETS)
 
-
 EXIT_CODES_HELP = f"""\
 exit codes:
   {EXIT_OK}    success
