@@ -24,6 +24,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py --output-dir outputs/demo
+	@echo
+	@echo "The package and its commands live in $(VENV)/. Activate it once per shell:"
+	@echo "    source $(VENV)/bin/activate"
+	@echo "then: viq --help; viq encode assets/samples/*.png -o codes.safetensors --model examples/tiny-viq;"
+	@echo "python training/sft.py ... (or call $(VENV)/bin/viq and $(VENV)/bin/python without activating)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

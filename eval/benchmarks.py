@@ -11,7 +11,9 @@ published ViQ rows with their source.
     python eval/benchmarks.py --results outputs/benchmarks                         # table of an earlier run
 
 lmms-eval exits 0 even when a task fails, so the script checks the results: it exits 1 when one of the nine has no
-score. Needs lmms-eval 0.7.3 installed with `--no-deps` (README, "Evaluating a VLM").
+score. Benchmark data that is neither in the local Hugging Face cache nor reachable on the Hub ends the run at once,
+before lmms-eval starts, with exit code 4 (as `viq`). Needs lmms-eval 0.7.3 installed with `--no-deps` (README,
+"Evaluating a VLM").
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from transformers_viq.hub_utils import check_local_folder
 from transformers_viq.integrations.lmms_eval_report import (
     BENCHMARKS,
     PAPER_ROWS,
@@ -75,6 +78,27 @@ def selected(names: str | None) -> list:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {', '.join(sorted(by_name))}")
     chosen = {by_name[name.strip().lower()] for name in names.split(",")}
     return [benchmark for benchmark in BENCHMARKS if benchmark in chosen]
+
+
+def check_benchmark_data(wanted: list) -> None:
+    """
+    Before lmms-eval starts (it retries each download for about 40 s before it fails): every dataset of the wanted
+    benchmarks is in the local Hugging Face cache, or the Hub answers for it (one request each, no retries). Offline
+    or without a network, a `HubUnreachableError` (exit 4) that says how to run the offline fixtures instead.
+    """
+    from transformers_viq.hub_utils import HubUnreachableError, cached_dataset, probe_dataset
+
+    for dataset in dict.fromkeys(benchmark.dataset for benchmark in wanted):
+        if cached_dataset(dataset):
+            continue
+        try:
+            probe_dataset(dataset)
+        except HubUnreachableError as error:
+            raise HubUnreachableError(
+                f"the benchmark data {dataset} is not in the local Hugging Face cache and the Hub cannot be reached "
+                f"({error}); run the offline fixtures instead: python eval/benchmarks.py --model ... --fixtures "
+                "--device cpu"
+            ) from error
 
 
 def free_port() -> int:
@@ -134,6 +158,9 @@ def run(args: argparse.Namespace) -> None:
     if args.results is not None:
         results_path = find_results(args.results)
     else:
+        check_local_folder(args.model)  # a mistyped folder says so, not lmms-eval's Hub retries
+        if not args.fixtures:
+            check_benchmark_data(wanted)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         command = lmms_eval_command(args)
         print("+ " + " ".join(command), file=sys.stderr, flush=True)

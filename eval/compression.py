@@ -95,15 +95,15 @@ def markdown_report(rows: list[dict], meta: dict) -> str:
         "uint16 bytes of the same image.",
         "",
         (
-            "| image | size | ViQ bytes (uint16) | ViQ bpp | ViQ PSNR | ViQ SSIM | JPEG q | JPEG bytes | JPEG bpp "
-            "| JPEG PSNR | JPEG SSIM |"
+            "| image | size (HxW) | ViQ bytes (uint16) | ViQ bpp | ViQ PSNR | ViQ SSIM | JPEG q | JPEG bytes "
+            "| JPEG bpp | JPEG PSNR | JPEG SSIM |"
         ),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         quality = f"{row['jpeg_quality']}" + ("" if row["jpeg_fits_budget"] else "*")
         lines.append(
-            f"| {row['image']} | {row['width']}x{row['height']} | {row['viq_bytes']:,} | {row['viq_bpp']:.4f} | "
+            f"| {row['image']} | {row['height']}x{row['width']} | {row['viq_bytes']:,} | {row['viq_bpp']:.4f} | "
             f"{_db(row['viq_psnr'])} | {row['viq_ssim']:.4f} | {quality} | {row['jpeg_bytes']:,} | "
             f"{row['jpeg_bpp']:.4f} | {_db(row['jpeg_psnr'])} | {row['jpeg_ssim']:.4f} |"
         )
@@ -187,7 +187,7 @@ def picture_grid(
     def captions(row):
         quality = f"q={row['jpeg_quality']}" + ("" if row["jpeg_fits_budget"] else " (over budget)")
         return [
-            [f"original {row['width']}x{row['height']}", f"{row['image']}"],
+            [f"original {row['height']}x{row['width']} (HxW)", f"{row['image']}"],
             [
                 f"ViQ {row['viq_bytes']:,} B, {row['viq_bpp']:.3f} bpp",
                 f"PSNR {_db(row['viq_psnr'])} dB, SSIM {row['viq_ssim']:.3f}",

@@ -6,15 +6,14 @@ The scripts import it as a sibling module (`import eval_utils`), which works whe
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from transformers_viq.logging_utils import configure, one_line
-from transformers_viq.pipeline import ModelLoadError
+from transformers_viq.exit_codes import EXIT_HUB, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, debug_requested, run_main
+from transformers_viq.logging_utils import configure
 
 
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+__all__ = ["EXIT_HUB", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "list_images", "run_script"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -32,18 +31,13 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
 
 def run_script(prog: str, parser: argparse.ArgumentParser, run: Callable, argv: list[str] | None = None) -> int:
     """
-    Parse, configure logging (`--quiet` turns progress bars off) and run. Errors become one line on stderr and an
-    exit code: 2 for bad input (`FileNotFoundError`, `ValueError`), 1 for the rest (`ModelLoadError`, `RuntimeError`,
-    a missing optional `ImportError`).
+    Parse, configure logging (`--quiet` turns progress bars off) and run. Errors become one line on stderr and the
+    `viq` command's exit codes (`transformers_viq.exit_codes`): 2 for bad input (`FileNotFoundError`, `ValueError`),
+    4 when the Hub cannot be reached, 1 for the rest (`ModelLoadError`, `RuntimeError`, a missing optional
+    `ImportError`); `--debug` (or `VIQ_DEBUG=1`) adds the traceback.
     """
+    if not any("--debug" in action.option_strings for action in parser._actions):
+        parser.add_argument("--debug", action="store_true", help="print the traceback of an error (or VIQ_DEBUG=1)")
     args = parser.parse_args(argv)
     configure("warning", progress=not getattr(args, "quiet", False))
-    try:
-        run(args)
-    except (FileNotFoundError, ValueError) as error:  # bad input: a missing file or folder, an unreadable image
-        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ModelLoadError, RuntimeError, ImportError) as error:
-        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
-        return EXIT_RUNTIME
-    return EXIT_OK
+    return run_main(prog, run, args, debug=args.debug or debug_requested())

@@ -5,18 +5,23 @@ on the bundled sample photographs, so it needs no network and finishes in second
 the pipeline works. For the real tokenizer (1.1B-parameter SigLIP2-giant trunk, downloads ~7 GB once):
 
     python examples/demo.py --model XuminYu/ViQ_weights --size 16k
+
+Errors are one line on stderr with the exit codes of the `viq` command (4: the Hub cannot be reached); `--debug`
+(or `VIQ_DEBUG=1`) adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from transformers_viq import ViQCodes, ViQImageProcessor, ViQModel
+from transformers_viq.exit_codes import run_main
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +41,7 @@ def main(argv=None):
     parser.add_argument("--size", default=None, help="2k/4k/8k/16k/64k: read the authors' published layout")
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--max-pixels", type=int, default=512 * 512)
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error (or VIQ_DEBUG=1)")
     args = parser.parse_args(argv)
 
     images = args.images or sorted(str(p) for p in (REPO / "assets" / "samples").glob("*.png"))
@@ -63,14 +69,15 @@ def main(argv=None):
         f"codebook {model.config.codebook_size} codes (levels {model.config.fsq_levels}), {bits} bits per code; "
         f"encoded in {seconds:.2f} s on {next(model.parameters()).device}",
         "",
-        "| image | size fed | grid | codes | distinct | uint16 bytes | raw RGB bytes | ratio | bits/pixel |",
+        "| image | size fed (HxW) | grid (HxW) | codes | distinct | uint16 bytes | raw RGB bytes | ratio "
+        "| bits/pixel |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for record, (h, w), image_codes in zip(records, grid.tolist(), codes.split()):
         pixels = record["height"] * record["width"]
         code_bytes = 2 * image_codes.numel()
         lines.append(
-            f"| {record['name']} | {record['width']}x{record['height']} | {h}x{w} | {image_codes.numel()} | "
+            f"| {record['name']} | {record['height']}x{record['width']} | {h}x{w} | {image_codes.numel()} | "
             f"{image_codes.unique().numel()} | {code_bytes} | {3 * pixels} | 1/{3 * pixels / code_bytes:.0f} | "
             f"{image_codes.numel() * bits / pixels:.4f} |"
         )
@@ -83,4 +90,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # an error (no network, a missing model or image) is one line on stderr with the `viq` command's exit codes
+    sys.exit(run_main("demo.py", main))

@@ -74,4 +74,4 @@ def test_recipes_parse_with_the_script_and_carry_the_papers_numbers(name):
     if name == "projector_alignment":
         assert (viq.training_mode, training.learning_rate, training.per_device_train_batch_size) == (
             "projector", 1e-3, 32)  # fmt: skip
-    assert training.gradient_checkpointing
+    assert training.activation_checkpointing and training.gradient_checkpointing  # the new name, the old mirrors it

@@ -157,7 +157,7 @@ def test_bad_inputs_and_options_give_exit_code_2(tmp_path, capsys):
     assert main([]) == EXIT_USAGE
     _error_line(capsys)
     assert main(["encode", str(png), "-o", str(tmp_path / "c"), "--model", str(tmp_path / "nope")]) == EXIT_USAGE
-    assert "no such model folder" in _error_line(capsys)
+    assert f"no folder {tmp_path / 'nope'}" in _error_line(capsys)
     assert main(["convert", "--size", "16k", "--source", TINY, "-o", str(tmp_path / "conv"), "-q"]) == EXIT_USAGE
     assert "not the authors' layout" in _error_line(capsys)
     # reference mode refuses an image over the pixel budget, naming it

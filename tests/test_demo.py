@@ -23,6 +23,14 @@ def test_demo_writes_codes_and_report(tmp_path, capsys):
     assert "tiny smoke checkpoint" in report and "XuminYu/ViQ_weights" in report
     for sample in samples:
         assert sample.name in report
+    # sizes are written one way everywhere, height x width: the size fed is 16 x the patch grid, side by side
+    assert "| size fed (HxW) | grid (HxW) |" in report
+    rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| ") and ".png" in line]
+    assert len(rows) == len(samples)
+    for row in rows:
+        fed, grid = [tuple(int(v) for v in cell.split("x")) for cell in row[1:3]]
+        assert fed == (16 * grid[0], 16 * grid[1]), row
+    assert any(h != w for h, w in codes.image_grid_hw.tolist())  # a non-square image tells the orders apart
     assert "tiny smoke checkpoint" in capsys.readouterr().out
 
 
@@ -34,3 +42,18 @@ def test_committed_smoke_checkpoint_is_consistent():
     assert model.config.fsq_levels == [8, 8, 8, 6, 5]
     assert processor.max_pixels == 512 * 512
     assert torch.equal(model.quantizer.fsq.basis, torch.tensor([1, 8, 64, 512, 3072]))
+
+
+def test_make_demo_and_the_quick_start_say_how_to_use_the_environment():
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("no make here")
+    planned = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    demo_line = next(i for i, line in enumerate(planned.splitlines()) if "examples/demo.py" in line)
+    assert "source .venv/bin/activate" in "\n".join(planned.splitlines()[demo_line:])  # printed after the demo
+    quick_start = (REPO / "README.md").read_text().split("## Quick start")[1].split("## Usage")[0]
+    assert "source .venv/bin/activate" in quick_start and 'pip install -e ".[lmms-eval]"' in quick_start

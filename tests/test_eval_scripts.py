@@ -139,7 +139,7 @@ def test_compression_report_on_two_small_images(two_images, tmp_path, capsys, lo
     printed = capsys.readouterr().out
     report = (out / "report.md").read_text()
     assert report in printed
-    assert "| image | size | ViQ bytes (uint16) |" in report and "## Storing the codes" in report
+    assert "| image | size (HxW) | ViQ bytes (uint16) |" in report and "## Storing the codes" in report
     assert "tiny smoke checkpoint" in report
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))

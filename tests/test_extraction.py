@@ -353,12 +353,16 @@ def test_resuming_with_another_dtype_is_refused(tmp_path, source_dir, tiny, caps
     extract_codes(source_dir, out, model, processor, limit=2, num_workers=0, progress=False)
     assert json.loads((out / METADATA_FILE).read_text())["dtype"] == "float32"
     bf16 = ViQModel.from_pretrained(TINY, dtype=torch.bfloat16).eval()
-    with pytest.raises(ValueError, match=r"made in float32, and this run encodes in bfloat16.*must not mix"):
+    with pytest.raises(ValueError, match=r"made in float32, and this run encodes in bfloat16.*must not mix") as info:
         extract_codes(source_dir, out, bf16, processor, num_workers=0, progress=False)
+    assert "(dtype='float32'), or use another folder or overwrite=True to start over" in str(info.value)
+    assert "--" not in str(info.value)  # the library names its arguments, the command line its flags
     args = ["extract", str(source_dir), "-o", str(out), "--model", TINY, "--device", "cpu", "--quiet"]
+    capsys.readouterr()  # (the progress bars of `datasets` above)
     assert main([*args, "--dtype", "bfloat16"]) == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "float32" in err[0] and "--dtype" in err[0]
+    assert len(err) == 1 and "(--dtype float32), or use another folder or --overwrite to start over" in err[0]
+    assert "=" not in err[0]
     assert len(list(out.glob("codes-*.parquet"))) == 1  # nothing was added
 
 

@@ -212,6 +212,30 @@ def test_report_reads_each_headline_metric_on_the_paper_scale(tmp_path, monkeypa
     assert report.main(["--results", str(tmp_path / "run"), "--benchmarks", "VQAv2"]) == 2
 
 
+def test_real_benchmarks_offline_fail_at_once_with_exit_4(tiny_vlm, tmp_path, monkeypatch, capsys):
+    """No Hub and no cached benchmark data: one line at once (before lmms-eval starts), exit 4, the fixtures named."""
+    import time
+
+    report = load_report_script(monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_lmms_eval(*args, **kwargs):
+        raise AssertionError("lmms-eval was started")
+
+    monkeypatch.setattr(report.subprocess, "run", no_lmms_eval)
+    started = time.perf_counter()
+    assert report.main(["--model", str(tiny_vlm), "--output-dir", str(tmp_path / "out"), "--benchmarks",
+                        "MMStar,DocVQA"]) == 4  # fmt: skip
+    assert time.perf_counter() - started < 10
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("benchmarks.py: error: the benchmark data Lin-Chen/MMStar is not in the local Hugging Face")
+    assert "--fixtures" in line
+    assert {benchmark.dataset for benchmark in BENCHMARKS} >= {"Lin-Chen/MMStar", "lmms-lab-encoder/DocVQA"}
+
+    assert report.main(["--model", str(tmp_path / "no-such-vlm"), "--fixtures"]) == 2  # a typo: said first
+    assert capsys.readouterr().err.strip() == f"benchmarks.py: error: no folder {tmp_path / 'no-such-vlm'}"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # End to end: the command line, one process and two
 # ---------------------------------------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_push_tokenizer_with_card(fake_hub):
     assert json.loads(api.files["preprocessor_config.json"])["auto_map"] == {
         "AutoImageProcessor": "image_processing_viq.ViQImageProcessor"}  # fmt: skip
     assert "trust_remote_code=True" in api.files["README.md"].decode()
-    assert getattr(model.config, "auto_map", None) is None  # the pushed model itself is unchanged
+    assert model.config.auto_map == {}  # the pushed model itself is unchanged (an empty map, written nowhere)
     data = front_matter(api.files["README.md"].decode())
     assert data["library_name"] == "transformers"
     assert data["pipeline_tag"] == "image-feature-extraction"
@@ -325,3 +325,23 @@ def test_model_push_to_hub_methods_use_viq_cards(fake_hub):
     assert front_matter(readme)["pipeline_tag"] == "image-text-to-text"
     assert "Two steps of SFT on a toy set." in readme
     assert {"processor_config.json", "model.safetensors"} <= set(vlm_api.files)
+
+
+def test_save_for_hub_takes_the_card_arguments_of_push_to_hub(tmp_path):
+    save_for_hub = model_cards.save_for_hub
+    torch.manual_seed(0)
+    vlm = ViQForConditionalGeneration(ViQQwenConfig(vision_config=make_tiny_model().config.to_dict(),
+                                                    text_config=dict(TINY_TEXT)))  # fmt: skip
+    processor = ViQProcessor(tokenizer=qwen_tokenizer())
+    with pytest.raises(ValueError, match=r"needs `base_model`.*to save_for_hub"):  # a local LLM: no parent to name
+        save_for_hub([vlm, processor], tmp_path / "no-base")
+    files = save_for_hub([vlm, processor], tmp_path / "vlm", base_model=QWEN,
+                         training_details="Two steps of SFT on a toy set.")  # fmt: skip
+    readme = (tmp_path / "vlm" / "README.md").read_text()
+    assert "README.md" in files and QWEN in front_matter(readme)["base_model"]
+    assert "Two steps of SFT on a toy set." in readme
+    assert AutoModelForImageTextToText.from_pretrained(tmp_path / "vlm").config.projector_type == "pooled"
+    with pytest.raises(ValueError, match="either `card` or"):
+        save_for_hub(vlm, tmp_path / "both", card="A card.", base_model=QWEN)
+    save_for_hub(make_tiny_model(), tmp_path / "tok", base_model="me/viq-weights")  # a tokenizer's source weights
+    assert front_matter((tmp_path / "tok" / "README.md").read_text())["base_model"] == "me/viq-weights"

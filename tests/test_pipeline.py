@@ -76,7 +76,7 @@ def test_errors_are_the_usual_ones(pipe, tmp_path):
     foreign = ViQCodes(torch.tensor([0, 4, 8, 2]), [[1, 1]], [3, 3], model="someone/else")
     with pytest.raises(IncompatibleCodebookError, match=r"\[3, 3\].*\[8, 8, 8, 6, 5\]"):
         pipe.decode(foreign)
-    with pytest.raises(FileNotFoundError, match="no such model folder"):
+    with pytest.raises(FileNotFoundError, match="^no folder "):
         ViQPipeline.from_pretrained(tmp_path / "nope", device="cpu")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")

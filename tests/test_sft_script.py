@@ -97,7 +97,7 @@ def test_dora_on_codes_packed_saves_a_merged_model_with_the_projector(parts, tmp
         push_to_hub=True, hub_model_id="me/tiny-viq-dora", card_base_model="Qwen/Qwen2.5-0.5B-Instruct",
     )  # fmt: skip
     assert trainer.state.global_step == 2
-    assert trainer.model.is_gradient_checkpointing  # TRL's default, through PEFT, with the merge in the base model
+    assert trainer.model.is_activation_checkpointing  # TRL's default, through PEFT, with the merge in the base model
     # the adapter holds DoRA on the LLM and the whole projector (modules_to_save); both trained
     with safe_open(output / "adapter" / "adapter_model.safetensors", "pt") as adapter:
         names = list(adapter.keys())
@@ -133,6 +133,27 @@ def test_lora_on_llava_json_skips_unreadable_images_mid_epoch(parts, tmp_path):
     with safe_open(output / "adapter" / "adapter_model.safetensors", "pt") as adapter:
         assert not any("magnitude" in n for n in adapter.keys())  # plain LoRA
     generate_both_ways(output, parts["codes"])
+
+
+def test_rows_left_out_before_training_are_written_and_counted(parts, tmp_path):
+    folder = tmp_path / "tiny"
+    shutil.copytree(TINY_DATA.parent, folder)
+    rows = json.loads(TINY_DATA.read_text())
+    long_row = json.loads(json.dumps(rows[2]))
+    long_row["id"] = "too-long"
+    long_row["conversations"][0]["value"] += " and then" * 400
+    (folder / "five.json").write_text(json.dumps(rows[:3] + rows[24:25] + [long_row]))
+    os.remove(folder / "images" / "001_red_square.png")  # found when the lengths are counted, before training
+    trainer, output = run_sft(
+        tmp_path, "left-out", llm_model=parts["llm"], dataset_name=str(folder / "five.json"), training_mode="full",
+        max_length=512, max_steps=1, per_device_train_batch_size=3,
+    )  # fmt: skip
+    records = [json.loads(line) for line in (output / "skipped-samples-rank0.jsonl").read_text().splitlines()]
+    assert [(r["sample"], r["stage"]) for r in records] == [
+        ("row 1 (id 'shape-001')", "before training"), ("row 4 (id 'too-long')", "before training")]  # fmt: skip
+    assert "No such image file" in records[0]["error"] and "longer than max_length=512" in records[1]["error"]
+    assert trainer.data_collator.skipped.count == 2
+    assert trainer.state.log_history[-1]["skipped_samples"] == 2  # counted in the logs too
 
 
 @pytest.fixture(scope="module")

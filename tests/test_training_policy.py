@@ -68,6 +68,9 @@ def test_lora_adapts_the_llm_and_keeps_the_projector_trainable_and_saved(tmp_pat
     assert lora and all(".language_model." in n for n in lora)
     projector = [n for n in trainable if ".projector." in n]
     assert projector, "the fresh projector must train with the adapter"
+    # the summary counts the projector once: all of it trains, PEFT's frozen copy of the original is not counted
+    own = sum(p.numel() for p in model.model.projector.parameters() if p.requires_grad)
+    assert trainable_summary(peft_model)["projector"] == (own, own)
     assert all(".language_model." in n or ".projector." in n for n in trainable)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

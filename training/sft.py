@@ -88,6 +88,31 @@ class ViQArguments:
     )  # fmt: skip
 
 
+# Folders the project's own scripts write, and how to make each: a recipe that names one before it exists says so.
+MADE_BY = {
+    "tiny-qwen": "python examples/make_tiny_qwen.py --output-dir {path}",
+    "tiny-codes": "viq extract training/data/tiny/llava.json -o {path} --model examples/tiny-viq",
+}
+
+
+def check_model_folders(*names: str | None) -> None:
+    """
+    Every model named that looks like a local path (or lies under `outputs/`, where the project's scripts write) must
+    be a folder: "no folder NAME" at once, with the script that makes it when it is one of the project's own, rather
+    than a Hub request for a folder that is not there.
+    """
+    from transformers_viq.hub_utils import NoSuchFolderError, check_local_folder
+
+    for name in names:
+        if not name or os.path.isdir(os.path.expanduser(name)):
+            continue
+        made_by = MADE_BY.get(os.path.basename(os.path.normpath(name)))
+        hint = f"make it first with `{made_by.format(path=name)}`" if made_by else ""
+        if os.path.normpath(name).split(os.sep)[0] == "outputs":
+            raise NoSuchFolderError(f"no folder {name}" + (f"; {hint}" if hint else ""))
+        check_local_folder(name, hint)
+
+
 def _is_hub_id(name: str | None) -> bool:
     return bool(name) and not os.path.exists(os.path.expanduser(name)) and name.count("/") == 1
 
@@ -117,6 +142,7 @@ def main(script_args, training_args, model_args, viq_args):
     )
 
     logger = get_logger("training.sft")
+    check_model_folders(model_args.model_name_or_path, viq_args.viq_model, viq_args.llm_model)
     if not script_args.dataset_name:
         raise ValueError("No data: give --dataset_name (a code dataset, a LLaVA JSON/JSONL file or a dataset).")
     if training_args.eval_strategy != "no":
@@ -183,7 +209,9 @@ def main(script_args, training_args, model_args, viq_args):
             **linears,
         )
 
-    # Data: checked before the first step, packed when asked; our collators do the rest
+    # Data: checked before the first step, packed when asked; our collators do the rest. The checks and token counts
+    # run once, on the main process (`training_args.device` sets up the process group they are shared over).
+    training_args.device  # noqa: B018
     packing, training_args.packing = training_args.packing, False
     train_dataset = prepare_for_training(
         data,
@@ -200,6 +228,7 @@ def main(script_args, training_args, model_args, viq_args):
         source=data.dataset,
         skipped_log_dir=training_args.output_dir,
     )
+    collator.skipped.add_left_out(data.left_out)  # in skipped-samples-rank*.jsonl and in `skipped_samples`
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     model.config.get_text_config().use_cache = False  # training; saved models get it back
@@ -214,7 +243,7 @@ def main(script_args, training_args, model_args, viq_args):
         processing_class=processor,
         data_collator=collator,
         peft_config=peft_config,
-        callbacks=[SkippedSamplesCallback(collator, left_out_before=sum(map(len, data.skipped.values())))],
+        callbacks=[SkippedSamplesCallback(collator)],
     )
     check_trainable(trainer.model, fresh_projector=fresh_projector, mode=mode, kind=data.kind)
     state = trainer.accelerator.state
@@ -267,10 +296,21 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     return TrlParser(dataclass_types, prog=prog)
 
 
+def run(argv: list[str]) -> None:
+    """Parse the recipe and the options, then train."""
+    script_args, training_args, model_args, viq_args = make_parser().parse_args_and_config(args=argv)
+    main(script_args, training_args, model_args, viq_args)
+
+
 if __name__ == "__main__":
+    import sys
+
+    from transformers_viq.exit_codes import debug_requested, run_main
     from transformers_viq.logging_utils import set_verbosity
 
     set_verbosity("info")
-    parser = make_parser()
-    script_args, training_args, model_args, viq_args = parser.parse_args_and_config()
-    main(script_args, training_args, model_args, viq_args)
+    # Expected errors (a bad recipe or option, missing data or model, no network) are one line on stderr with the
+    # `viq` command's exit codes; --debug (or VIQ_DEBUG=1) adds the traceback.
+    argv = sys.argv[1:]
+    debug = debug_requested(argv)
+    sys.exit(run_main("sft.py", run, [arg for arg in argv if arg != "--debug"], debug=debug))

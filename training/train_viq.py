@@ -26,6 +26,7 @@ import logging
 import sys
 
 from transformers_viq import logging_utils
+from transformers_viq.exit_codes import debug_requested, run_main
 from transformers_viq.training import parse_stage_arguments, run_stage
 
 
@@ -41,4 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # a bad recipe, missing data or model, no network: one line on stderr with the `viq` command's exit codes;
+    # --debug (or VIQ_DEBUG=1) adds the traceback
+    argv = sys.argv[1:]
+    sys.exit(run_main("train_viq.py", main, [arg for arg in argv if arg != "--debug"], debug=debug_requested(argv)))

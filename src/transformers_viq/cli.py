@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
+from .exit_codes import EXIT_HUB, EXIT_INCOMPATIBLE, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from .logging_utils import one_line
 from .original_checkpoint import AUTHORS_REPO
 
@@ -29,13 +30,6 @@ from .original_checkpoint import AUTHORS_REPO
 DEFAULT_MODEL = AUTHORS_REPO
 DEFAULT_SIZE = "16k"
 SIZES = tuple(FSQ_LEVEL_PRESETS)
-
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
-EXIT_INCOMPATIBLE = 3
-EXIT_HUB = 4
-EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\
 exit codes:
@@ -78,6 +72,8 @@ _FLAGS = [
     (re.compile(r"`?\bmax_pixels=(\d+)`?"), r"--max-pixels \1"),
     (re.compile(r"`?\bmax_pixels\b`?"), "--max-pixels"),
     (re.compile(r"`?\bbatch_size\b`?"), "--batch-size"),
+    (re.compile(r"`?\boverwrite=True\b`?"), "--overwrite"),
+    (re.compile(r"`?\bdtype='(\w+)'`?"), r"--dtype \1"),
     (re.compile(r"\b(device|dtype) '"), r"--\1 '"),
     (re.compile(r"(?<![\w-])size='(\w+)'"), r"--size \1"),
 ]
@@ -320,13 +316,13 @@ def command_reconstruct(args) -> int:
     write_json(output / "metrics.json", {"model": pipe.model_id, "viq_size": pipe.viq_size, "measured_at": at,
                                          "measured_at_meaning": MEASURED_AT[at], "images": rows})  # fmt: skip
     if not args.quiet:
-        print(f"numbers at {MEASURED_AT[at]} (size column: width x height)")
+        print(f"numbers at {MEASURED_AT[at]} (size column: height x width, as patch grids are written)")
         print(
             f"{'image':<28} {'size':>11} {'bpp':>7} {'code B':>8} {'PNG B':>9} {'JPEG90 B':>9} {'PSNR':>7} {'SSIM':>6}"
         )
         for row in rows:
             print(
-                f"{row['name'][:28]:<28} {row['width']:>5}x{row['height']:<5} {row['bpp']:>7.4f} "
+                f"{row['name'][:28]:<28} {row['height']:>5}x{row['width']:<5} {row['bpp']:>7.4f} "
                 f"{row['code_bytes_packed']:>8,} {row['png_bytes']:>9,} {row['jpeg90_bytes']:>9,} "
                 f"{row['psnr']:>7.2f} {row['ssim']:>6.4f}"
             )
@@ -336,10 +332,15 @@ def command_reconstruct(args) -> int:
 
 def command_convert(args) -> int:
     from . import convert_viq_original_to_hf as converter
-    from .hub_utils import looks_like_path
+    from .hub_utils import NoSuchFolderError, check_local_folder
 
-    if looks_like_path(args.source) and not os.path.isdir(os.path.expanduser(args.source)):
-        raise CLIError(f"no such model folder: {args.source}", EXIT_USAGE)
+    try:
+        check_local_folder(args.source)
+    except NoSuchFolderError as error:
+        raise CLIError(str(error), EXIT_USAGE) from None
+    if os.path.isfile(os.path.join(os.path.expanduser(args.source), "config.json")):
+        raise CLIError(f"--source {args.source} is a folder in HF format (config.json), not the authors' layout: "
+                       "nothing to convert", EXIT_USAGE)  # fmt: skip
     if args.check_image:
         check_images(args.check_image)
     if args.config and not os.path.isdir(args.config):

@@ -61,6 +61,33 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
+def with_auto_map(config: PreTrainedConfig) -> None:
+    """
+    Give `config` its own `auto_map` (empty unless the folder it came from carries code). transformers' configs have
+    the attribute only when loaded from such a folder, yet TRL's `create_model_from_path` reads `config.auto_map`
+    without a default, and transformers' Auto classes look names up in it: with an empty one, a folder saved without
+    code (`save_pretrained`, `training/sft.py`, the stages) loads by path in TRL through the Auto classes that
+    `import transformers_viq` registers. [`without_empty_auto_map`] keeps an empty one out of `config.json`.
+    """
+    if not isinstance(config.__dict__.get("auto_map"), dict):
+        config.auto_map = dict(config.__dict__.get("auto_map") or {})
+
+
+def without_empty_auto_map(output: dict) -> dict:
+    """`output` (a config's `to_dict`) without an empty `auto_map`: a folder without code writes none."""
+    if not output.get("auto_map"):
+        output.pop("auto_map", None)
+    return output
+
+
+def check_path(pretrained_model_name_or_path) -> None:
+    """A name that looks like a local path and is neither a folder nor a file: `NoSuchFolderError` ("no folder ...")
+    at once, before any Hub request."""
+    from .hub_utils import check_local_folder
+
+    check_local_folder(pretrained_model_name_or_path, allow_file=True)
+
+
 def missing_config(pretrained_model_name_or_path, vlm: bool = False, **kwargs) -> OSError:
     """The error for a folder or repo without `config.json` (it says which call works for the authors' layout)."""
     from .original_checkpoint import missing_config_error
@@ -123,6 +150,10 @@ class ViQVisionConfig(PreTrainedConfig):
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}.")
         super().__post_init__(**kwargs)
+        with_auto_map(self)
+
+    def to_dict(self) -> dict:
+        return without_empty_auto_map(super().to_dict())
 
     @property
     def vision_config(self) -> "ViQVisionConfig":
@@ -285,11 +316,15 @@ class ViQConfig(PreTrainedConfig):
                 f"{len(self.fsq_levels)}."
             )
         super().__post_init__(**kwargs)
+        with_auto_map(self)
         hidden = self.vision_config.hidden_size
         if hidden % self.latent_norm_groups != 0:
             raise ValueError(
                 f"`latent_norm_groups` ({self.latent_norm_groups}) must divide the hidden size ({hidden})."
             )
+
+    def to_dict(self) -> dict:
+        return without_empty_auto_map(super().to_dict())
 
     # ----------------------------------------------------------------------------------------------------------
     @property
@@ -327,6 +362,7 @@ class ViQConfig(PreTrainedConfig):
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         # Update: transformers returns an empty dict for a folder or repo without config.json, and `from_pretrained`
         # then silently builds the default architecture; here that is an error saying what to load instead.
+        check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
         config_dict, unused = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
         if not config_dict:
             raise missing_config(pretrained_model_name_or_path, **kwargs)

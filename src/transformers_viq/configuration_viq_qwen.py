@@ -12,7 +12,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .configuration_viq import ViQConfig, missing_config
+from .configuration_viq import ViQConfig, check_path, missing_config, with_auto_map, without_empty_auto_map
 
 
 PROJECTOR_TYPES = ("pooled", "mlp")
@@ -82,6 +82,7 @@ class ViQQwenConfig(PreTrainedConfig):
         if self.projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"Unknown projector_type {self.projector_type!r}; expected one of {PROJECTOR_TYPES}.")
         super().__post_init__(**kwargs)
+        with_auto_map(self)
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
         vocab = getattr(self.text_config, "vocab_size", None)
@@ -91,10 +92,14 @@ class ViQQwenConfig(PreTrainedConfig):
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         # Update: a folder or repo without config.json is an error (transformers would build the default model).
+        check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
         config_dict, unused = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
         if not config_dict:
             raise missing_config(pretrained_model_name_or_path, vlm=True, **kwargs)
         return config_dict, unused
+
+    def to_dict(self) -> dict:
+        return without_empty_auto_map(super().to_dict())
 
     def num_image_tokens(self, grid_h: int, grid_w: int) -> int:
         """LLM positions of an image with this patch grid (see `get_num_image_tokens`)."""

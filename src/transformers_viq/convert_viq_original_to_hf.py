@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
+from .hub_utils import check_local_folder
 from .logging_utils import configure, get_logger
 from .original_checkpoint import AUTHORS_REPO
 
@@ -169,7 +170,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error (or VIQ_DEBUG=1)")
     args = parser.parse_args(argv)
+    check_local_folder(args.source)
     configure("info")
     result = run(args)
     print(f"Converted {args.source} ({args.size}) to {result['output_dir']}: {result['codes_identical']} of "
@@ -178,4 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .exit_codes import run_main
+
+    # errors are one line on stderr with the `viq` command's exit codes; --debug (or VIQ_DEBUG=1): the traceback
+    sys.exit(run_main("convert_viq_original_to_hf", main))

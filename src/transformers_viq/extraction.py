@@ -351,7 +351,7 @@ _CHECKED_KEYS = ("fsq_levels", "codes_per_patch", "patch_size", "model", "dtype"
 
 
 def _check_same_run(existing: dict, meta: dict, output_dir: str) -> None:
-    start_over = "use another folder or overwrite=True (--overwrite) to start over"
+    start_over = "use another folder or overwrite=True to start over"
     for key in _CHECKED_KEYS:
         if existing.get(key) == meta.get(key):
             continue
@@ -361,7 +361,8 @@ def _check_same_run(existing: dict, meta: dict, output_dir: str) -> None:
             raise ValueError(
                 f"{output_dir} holds codes made {made}, and this run encodes in {meta['dtype']}: bf16 and fp32 give "
                 f"different codes for many positions, so one dataset must not mix them. Run with the dtype the "
-                f"folder was made with (--dtype), or {start_over}"
+                f"folder was made with" + (f" (dtype='{existing['dtype']}')" if existing.get("dtype") else "")
+                + f", or {start_over}"
             )
         error = IncompatibleCodebookError if key in ("fsq_levels", "codes_per_patch") else ValueError
         raise error(

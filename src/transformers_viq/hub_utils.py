@@ -38,8 +38,34 @@ def _env_offline() -> bool:
 
 
 def looks_like_path(name: str) -> bool:
-    """A local path rather than a Hub id (`name` or `owner/name`): it starts with `.`, `/` or `~`, or has 2+ `/`."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+    """
+    A local path rather than a Hub id (`name` or `owner/name`): it starts with `.`, `/` or `~`, has a path separator
+    that is not the one of `owner/name` (two or more `/`, or the system's own separator), or its parent folder exists
+    (`examples/tiny-vq` in the repository, where `examples/` is a folder).
+    """
+    name = os.fspath(name)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
+        return True
+    parent = os.path.dirname(name)
+    return bool(parent) and os.path.isdir(os.path.expanduser(parent))
+
+
+class NoSuchFolderError(FileNotFoundError):
+    """A name that looks like a local path (see [`looks_like_path`]) is not a folder: said before any Hub request."""
+
+
+def check_local_folder(name: str | os.PathLike, hint: str = "", allow_file: bool = False) -> None:
+    """
+    Raise a [`NoSuchFolderError`] ("no folder NAME", then `hint`) when `name` looks like a local path and is not a
+    folder (with `allow_file`, nor a file: a config read from its `config.json`), so that a typo in a path reads as
+    one, not as a failure to reach the Hub. Anything else passes.
+    """
+    text = os.fspath(name)
+    expanded = os.path.expanduser(text)
+    if os.path.isdir(expanded) or (allow_file and os.path.isfile(expanded)) or not looks_like_path(text):
+        return
+    what = f"no folder {text}" + (" (it is a file)" if os.path.isfile(expanded) else "")
+    raise NoSuchFolderError(what + (f"; {hint}" if hint else ""))
 
 
 def endpoint() -> str:
@@ -135,11 +161,10 @@ def check_model_source(name: str | os.PathLike, filename: str = "config.json", *
     at once, and a Hub id that is not cached while the Hub cannot be reached (or downloads are off) a
     [`HubUnreachableError`] after one request, instead of transformers' retries. Anything else passes.
     """
+    check_local_folder(name)
     text = os.path.expanduser(os.fspath(name))
     if os.path.isdir(text):
         return
-    if looks_like_path(os.fspath(name)):
-        raise FileNotFoundError(f"No such model folder: {os.fspath(name)}")
     try:
         ensure_fetchable(text, filename, hub_kwargs)
     except HubUnreachableError as error:
@@ -235,10 +260,13 @@ def hub_error_reason(error: BaseException) -> str | None:
 __all__ = [
     "HUB_KWARGS",
     "HubUnreachableError",
+    "NoSuchFolderError",
+    "check_local_folder",
     "cached_file",
     "ensure_fetchable",
     "hub_error_reason",
     "is_network_error",
     "is_offline",
+    "looks_like_path",
     "probe_file",
 ]

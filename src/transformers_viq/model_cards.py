@@ -171,8 +171,9 @@ def render_vlm_card(
     base_model = base_model or _hub_id_of(text)
     if base_model is None:
         raise ValueError(
-            "render_vlm_card needs `base_model`, the Qwen2.5 checkpoint of the language model (e.g. "
-            "'Qwen/Qwen2.5-0.5B-Instruct'); the config does not name one."
+            "The VLM card needs `base_model`, the Hub id of the Qwen2.5 checkpoint of the language model, and the "
+            "config does not name one: pass base_model='Qwen/Qwen2.5-0.5B-Instruct' (or yours) to save_for_hub, "
+            "push_to_hub or render_vlm_card."
         )
     viq_size = getattr(vision, "preset", None) or "custom"
     projector_type = config.projector_type
@@ -234,13 +235,22 @@ def _hub_id_of(config) -> str | None:
     return None
 
 
-def default_card(obj: Any, repo_id: str | None = None, remote_code: bool = True) -> ModelCard:
-    """The card for `obj` when none is given: a tokenizer card for a ViQ tokenizer (`model_type` `"viq"`)."""
+def default_card(obj: Any, repo_id: str | None = None, remote_code: bool = True, **card_kwargs) -> ModelCard:
+    """
+    The card for `obj` when none is given: [`render_tokenizer_card`] for a ViQ tokenizer (`model_type` `"viq"`; a
+    `base_model` is the weights it was converted from), [`render_vlm_card`] for a VLM (`base_model`,
+    `training_details`, `datasets`, `tags`, ... as that function takes them).
+    """
     config = getattr(obj, "config", None)
     if isinstance(config, ViQConfig):
-        return render_tokenizer_card(config, repo_id=repo_id, remote_code=remote_code)
+        if "base_model" in card_kwargs:
+            card_kwargs["weights_repo"] = card_kwargs.pop("base_model") or AUTHORS_WEIGHTS_REPO
+        unknown = sorted(set(card_kwargs) - {"weights_repo"})
+        if unknown:
+            raise ValueError(f"A tokenizer card takes `base_model`, not {', '.join(map(repr, unknown))}.")
+        return render_tokenizer_card(config, repo_id=repo_id, remote_code=remote_code, **card_kwargs)
     if getattr(config, "model_type", None) == "viq_qwen":
-        return render_vlm_card(config, repo_id=repo_id, remote_code=remote_code)
+        return render_vlm_card(config, repo_id=repo_id, remote_code=remote_code, **card_kwargs)
     raise ValueError(
         f"No default model card for {type(obj).__name__}; pass `card=` (render_tokenizer_card or render_vlm_card)."
     )
@@ -372,7 +382,7 @@ def _save_one(obj, folder: Path, remote_code: bool) -> None:
 
 def save_for_hub(
     obj_or_objs, folder: str | os.PathLike, card: ModelCard | str | None = None, *, repo_id: str | None = None,
-    remote_code: bool = True,
+    remote_code: bool = True, base_model: str | None = None, training_details: str | None = None, **card_kwargs,
 ) -> list[str]:  # fmt: skip
     """
     Write what [`push_to_hub_with_card`] uploads into a local folder: each object's `save_pretrained` files, the
@@ -392,6 +402,10 @@ def save_for_hub(
             The repository the folder is meant for (used in the default card's loading snippet).
         remote_code (`bool`, *optional*, defaults to `True`):
             Also write the code files (`configuration_viq.py`, `modeling_viq.py`, ...) and the `auto_map`.
+        base_model (`str`, *optional*), training_details (`str`, *optional*), card_kwargs:
+            The default card's arguments, as `push_to_hub` takes them: for a VLM, the Qwen2.5 checkpoint it was built
+            from and how it was trained (see [`render_vlm_card`]); for a tokenizer, the weights it was converted from.
+            Not with `card`.
 
     Returns:
         `list[str]`: The written files, relative to `folder`, sorted.
@@ -402,8 +416,11 @@ def save_for_hub(
     for obj in objs:
         if not callable(getattr(obj, "save_pretrained", None)):
             raise TypeError(f"{type(obj).__name__} has no `save_pretrained`; cannot push it.")
+    card_kwargs = _card_kwargs(base_model, training_details, card_kwargs)
     if card is None:
-        card = default_card(objs[0], repo_id=repo_id, remote_code=remote_code)
+        card = default_card(objs[0], repo_id=repo_id, remote_code=remote_code, **card_kwargs)
+    elif card_kwargs:
+        raise ValueError(f"Pass either `card` or the default card's arguments ({', '.join(sorted(card_kwargs))}).")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="viq-save-") as tmp:
@@ -430,6 +447,11 @@ def save_for_hub(
     return sorted({*sources, "README.md"})
 
 
+def _card_kwargs(base_model, training_details, card_kwargs: dict) -> dict:
+    named = {"base_model": base_model, "training_details": training_details}
+    return {**{key: value for key, value in named.items() if value is not None}, **card_kwargs}
+
+
 def push_to_hub_with_card(
     obj_or_objs,
     repo_id: str,
@@ -442,6 +464,9 @@ def push_to_hub_with_card(
     create_pr: bool = False,
     remote_code: bool = True,
     api: HfApi | None = None,
+    base_model: str | None = None,
+    training_details: str | None = None,
+    **card_kwargs,
 ):
     """
     Save objects with `save_pretrained`, add the model card as `README.md`, and upload all files in one commit.
@@ -466,6 +491,8 @@ def push_to_hub_with_card(
             with `trust_remote_code=True` where only transformers is installed.
         api (`HfApi`, *optional*):
             The client to use (defaults to `HfApi(token=token)`).
+        base_model (`str`, *optional*), training_details (`str`, *optional*), card_kwargs:
+            The default card's arguments (see [`save_for_hub`]).
 
     Returns:
         The `CommitInfo` of the upload.
@@ -478,7 +505,8 @@ def push_to_hub_with_card(
 
     with tempfile.TemporaryDirectory(prefix="viq-push-") as tmp:
         folder = Path(tmp) / "repo"
-        files = save_for_hub(objs, folder, card, repo_id=repo_id, remote_code=remote_code)
+        files = save_for_hub(objs, folder, card, repo_id=repo_id, remote_code=remote_code, base_model=base_model,
+                             training_details=training_details, **card_kwargs)  # fmt: skip
         repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
         if revision is not None and not create_pr:
             api.create_branch(repo_id=repo_id, branch=revision, token=token, exist_ok=True)

@@ -30,7 +30,7 @@ import functools
 import importlib.util
 import inspect
 import math
-from collections import OrderedDict
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,7 +45,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 from transformers.utils.generic import is_flash_attention_requested
 
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
+from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig, check_path
 from .fsq import FiniteScalarQuantizer, ProximalProjection, implicit_codebook
 from .logging_utils import get_logger
 from .validation import check_codes, check_grid, check_pixels
@@ -528,10 +528,11 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
         self.max_freq = max_freq
         self.zero_freq_ratio = zero_freq_ratio
         self._frequencies: torch.Tensor | None = None
-        self._angles: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()  # small LRU of recent grids
-        # (cos, sin) per (grid, dtype, device), on the device: an LRU of at most `cache_bytes`
-        self._cos_sin: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._cos_sin_bytes = 0
+        # Caches of the most recently computed grids, shared by the threads that use the model: read without a lock
+        # and replaced whole (copy on write) when a grid is added, so a reader always sees a complete dict and two
+        # threads adding grids at once at worst compute one of them again.
+        self._angles: dict[tuple[int, int], torch.Tensor] = {}  # the 16 latest grids
+        self._cos_sin: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # per (grid, dtype, device), <= cache_bytes
         self.cache_bytes = 256 * 2**20
 
     def frequencies(self) -> torch.Tensor:
@@ -558,7 +559,6 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
         key = (height, width)
         cached = self._angles.get(key)
         if cached is not None:
-            self._angles.move_to_end(key)
             return cached
         x_lim, y_lim = math.sqrt(width / height), math.sqrt(height / width)
         x = torch.linspace(-x_lim, x_lim, width, device="cpu").reshape(1, width, 1, 1).expand(height, width, 1, 1)
@@ -566,25 +566,25 @@ class ViQGoldenGateRotaryEmbedding(nn.Module):
         freqs = self.frequencies()
         theta = freqs[..., 0] * x + freqs[..., 1] * y  # (H, W, heads, F)
         theta = theta.reshape(height * width, self.num_heads, self.head_dim // 2)
-        self._angles[key] = theta
-        if len(self._angles) > 16:
-            self._angles.popitem(last=False)
+        angles = {**self._angles, key: theta}
+        self._angles = dict(list(angles.items())[-16:])
         return theta
 
     def cos_sin(self, height: int, width: int, dtype: torch.dtype, device: torch.device):
-        """`(cos, sin)` of one grid's angles rounded to `dtype`, computed on the CPU and kept on `device` (an LRU)."""
+        """`(cos, sin)` of one grid's angles rounded to `dtype`, computed on the CPU and kept on `device` (the latest
+        grids, at most `cache_bytes`)."""
         key = (height, width, dtype, device)
         cached = self._cos_sin.get(key)
         if cached is not None:
-            self._cos_sin.move_to_end(key)
             return cached
         theta = self.angles(height, width).to(dtype)
         cached = (_host_to_device(torch.cos(theta), device), _host_to_device(torch.sin(theta), device))
-        self._cos_sin[key] = cached
-        self._cos_sin_bytes += 2 * theta.numel() * theta.element_size()
-        while len(self._cos_sin) > 1 and self._cos_sin_bytes > self.cache_bytes:
-            _, (cos, sin) = self._cos_sin.popitem(last=False)
-            self._cos_sin_bytes -= cos.numel() * cos.element_size() + sin.numel() * sin.element_size()
+        entries = [*self._cos_sin.items(), (key, cached)]
+        size = sum(cos.numel() * cos.element_size() * 2 for _, (cos, _) in entries)
+        while len(entries) > 1 and size > self.cache_bytes:  # the oldest grids go first
+            size -= entries[0][1][0].numel() * entries[0][1][0].element_size() * 2
+            entries.pop(0)
+        self._cos_sin = dict(entries)
         return cached
 
     def forward(self, grid_hw: list[tuple[int, int]], dtype: torch.dtype, device: torch.device):
@@ -865,7 +865,39 @@ class ViQLatentHead(nn.Module):
 
 
 def build_qwen_image_vae(vae_config: dict):
-    """diffusers' `AutoencoderKLQwenImage` (imported lazily: diffusers takes seconds to import)."""
+    """diffusers' `AutoencoderKLQwenImage` (imported lazily: diffusers takes seconds to import), with its per-call
+    feature caches kept per thread ([`ViQQwenImageVAE`])."""
+    return with_single_frame_convolutions(_qwen_image_vae_class()(**vae_config))
+
+
+# diffusers' Qwen-Image VAE keeps the causal convolutions' feature caches of a decode (or encode) call on the instance:
+# `clear_cache()` sets `_feat_map` / `_conv_idx` (`_enc_*` for encoding), the decoder fills and reads them, and a
+# second thread decoding at the same time replaces them under the first (tensors of another image's size: "Sizes of
+# tensors must match"). In `ViQQwenImageVAE` these attributes are per thread, so one model decodes in many threads at
+# once without a lock; weights, names and results are those of `AutoencoderKLQwenImage`.
+_VAE_PER_CALL_ATTRIBUTES = ("_feat_map", "_conv_idx", "_enc_feat_map", "_enc_conv_idx")
+_vae_thread_state = threading.local()
+
+
+def _per_thread_attribute(name: str) -> property:
+    def state(vae) -> dict:
+        per_vae = _vae_thread_state.__dict__.setdefault("per_vae", {})  # this thread's own dict: no race
+        return per_vae.setdefault(id(vae), {})
+
+    def get(vae):
+        try:
+            return state(vae)[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def set_(vae, value):
+        state(vae)[name] = value
+
+    return property(get, set_, doc=f"`{name}` of this thread's decode or encode call.")
+
+
+@functools.cache
+def _qwen_image_vae_class() -> type:
     try:  # (in a try block, transformers' remote-code loader does not require diffusers of a model without decoder)
         from diffusers import AutoencoderKLQwenImage
     except ImportError as error:
@@ -874,7 +906,17 @@ def build_qwen_image_vae(vae_config: dict):
             "(a dependency of transformers-viq), or load the model with include_decoder=False."
         ) from error
 
-    return with_single_frame_convolutions(AutoencoderKLQwenImage(**vae_config))
+    attributes = {name: _per_thread_attribute(name) for name in _VAE_PER_CALL_ATTRIBUTES}
+    attributes["__module__"], attributes["__qualname__"] = __name__, "ViQQwenImageVAE"
+    attributes["__doc__"] = "`AutoencoderKLQwenImage` whose per-call feature caches are kept per thread."
+    return type("ViQQwenImageVAE", (AutoencoderKLQwenImage,), attributes)
+
+
+def __getattr__(name: str):
+    # `ViQQwenImageVAE` is made on first use (diffusers is imported then); pickle finds it here by name
+    if name == "ViQQwenImageVAE":
+        return _qwen_image_vae_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def with_single_frame_convolutions(vae):
@@ -961,6 +1003,8 @@ class DamagedCheckpointErrors:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        if pretrained_model_name_or_path is not None:
+            check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except Exception as error:
@@ -1125,6 +1169,7 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
             resolve_original_checkpoint,
         )
 
+        check_path(pretrained_model_name_or_path)
         config = kwargs.get("config")
         subfolder = kwargs.get("subfolder") or ""
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
@@ -1236,8 +1281,8 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
         compiled = _COMPILED_REGIONS.setdefault(repr(sorted(options.items())), {})
 
         def shared(function: Callable) -> Callable:
-            if function not in compiled:
-                compiled[function] = torch.compile(function, **options)
+            if function not in compiled:  # setdefault: two threads compiling at once keep one wrapper
+                compiled.setdefault(function, torch.compile(function, **options))
             return compiled[function]
 
         for module in self.modules():

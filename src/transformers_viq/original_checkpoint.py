@@ -38,7 +38,16 @@ from pathlib import Path
 import torch
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
-from .hub_utils import HUB_KWARGS, HubUnreachableError, cached_file, ensure_fetchable, is_offline, probe_file
+from .hub_utils import (
+    HUB_KWARGS,
+    HubUnreachableError,
+    cached_file,
+    check_local_folder,
+    ensure_fetchable,
+    is_offline,
+    looks_like_path,
+    probe_file,
+)
 from .logging_utils import get_logger, one_line
 
 
@@ -168,7 +177,7 @@ def original_layout_sizes(path_or_repo: str | os.PathLike, subfolder: str = "", 
             if match and match.group(1) == match.group(2) and match.group(1) in FSQ_LEVEL_PRESETS:
                 found.append(match.group(1))
         return [size for size in FSQ_LEVEL_PRESETS if size in found]
-    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+    if os.path.exists(path) or looks_like_path(os.fspath(path_or_repo)) or path.count("/") != 1:
         return []  # a file, or a local path that does not exist: not a Hub id
     repo = os.fspath(path_or_repo)
     if repo == AUTHORS_REPO and not subfolder:
@@ -257,14 +266,22 @@ def resolve_original_checkpoint(path_or_repo: str | os.PathLike, size: str, subf
     downloaded; with `HF_HUB_OFFLINE=1` or `local_files_only=True` it comes from the cache, without any request).
 
     Raises:
-        `FileNotFoundError` for a local folder without the file; `HubUnreachableError` (a `ConnectionError`) when the
-        file is not cached and the Hub cannot be reached, or downloads are off.
+        `NoSuchFolderError` (a `FileNotFoundError`) for a name that looks like a local path and is no folder;
+        `ValueError` for a folder in HF format (it has a config.json: no size to pass); `FileNotFoundError` for a local
+        folder without the file; `HubUnreachableError` (a `ConnectionError`) when the file is not cached and the Hub
+        cannot be reached, or downloads are off.
     """
     _check_size(size)
     filename = _join(subfolder, ORIGINAL_FILENAME.format(size=size))
+    check_local_folder(path_or_repo)
     local = os.path.expanduser(os.fspath(path_or_repo))
     if os.path.isdir(local):
         path = Path(local) / filename
+        if not path.is_file() and (Path(local) / subfolder / "config.json").is_file():
+            raise ValueError(
+                f"{path_or_repo} is a folder in HF format (config.json), not the authors' layout: drop "
+                f"size={size!r} to load it."
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path_or_repo} is a local folder without {filename}: not the authors' layout for size {size!r}."

@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from .configuration_viq import FSQ_LEVEL_PRESETS
-from .hub_utils import HubUnreachableError, ensure_fetchable, hub_error_reason, is_offline, looks_like_path
+from .hub_utils import (
+    HubUnreachableError,
+    check_local_folder,
+    ensure_fetchable,
+    hub_error_reason,
+    is_offline,
+    looks_like_path,
+)
 from .image_io import image_size, load_rgb, resize_rgb
 from .logging_utils import get_logger, one_line, progress_bar
 from .original_checkpoint import AUTHORS_REPO, original_layout_sizes
@@ -72,8 +79,9 @@ def resolve_model(model: str | None = None, size: str | None = None, **hub_kwarg
     read in HF format. No model means `XuminYu/ViQ_weights` at 16k.
 
     Raises:
-        `FileNotFoundError` for a local path that does not exist; `ValueError` for an unknown size, or a folder in
-        the authors' layout that holds several sizes but not 16k; `HubUnreachableError` (a `ConnectionError`) when a
+        `NoSuchFolderError` (a `FileNotFoundError`) for a name that looks like a local path and is no folder;
+        `ValueError` for an unknown size, a size for a folder in HF format, or a folder in the authors' layout that
+        holds several sizes but not 16k; `HubUnreachableError` (a `ConnectionError`) when a
         Hub repo is not cached and the Hub cannot be reached (one request, no retries), or downloads are off.
     """
     if size is not None and size not in FSQ_LEVEL_PRESETS:
@@ -81,8 +89,10 @@ def resolve_model(model: str | None = None, size: str | None = None, **hub_kwarg
     if model is None:
         return DEFAULT_MODEL, size or DEFAULT_SIZE
     model = os.fspath(model)
-    if looks_like_path(model) and not os.path.isdir(os.path.expanduser(model)):
-        raise FileNotFoundError(f"no such model folder: {model}")
+    check_local_folder(model)
+    if size is not None and os.path.isfile(os.path.join(os.path.expanduser(model), "config.json")):
+        raise ValueError(f"{model} is a folder in HF format (config.json), not the authors' layout: drop "
+                         f"size='{size}' to load it.")  # fmt: skip
     if size is None:
         sizes = original_layout_sizes(model, **hub_kwargs)
         if DEFAULT_SIZE in sizes:

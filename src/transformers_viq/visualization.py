@@ -37,13 +37,13 @@ def numbers_text(numbers: dict, model_id: str | None = None) -> list[str]:
     packed = numbers["code_bytes_packed"]
     fed_size = (numbers.get("fed_height", numbers["height"]), numbers.get("fed_width", numbers["width"]))
     if numbers.get("measured_at", "model") == "source":
-        fed = f"{numbers['width']}x{numbers['height']} px, the image's own size"
+        fed = f"{numbers['height']}x{numbers['width']} px (HxW), the image's own size"
         if fed_size != (numbers["height"], numbers["width"]):
-            fed += f" (model saw {fed_size[1]}x{fed_size[0]})"
+            fed += f" (model saw {fed_size[0]}x{fed_size[1]})"
     else:
-        fed = f"{numbers['width']}x{numbers['height']} px as the model saw it"
+        fed = f"{numbers['height']}x{numbers['width']} px (HxW) as the model saw it"
         if (numbers["source_height"], numbers["source_width"]) != (numbers["height"], numbers["width"]):
-            fed += f" (file {numbers['source_width']}x{numbers['source_height']})"
+            fed += f" (file {numbers['source_height']}x{numbers['source_width']})"
     lines = [
         numbers["name"],
         fed,

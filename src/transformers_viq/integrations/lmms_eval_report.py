@@ -26,6 +26,7 @@ class Benchmark:
     task: str  # the lmms-eval 0.7.3 task
     metric: str  # key of the headline metric in the task's entry of `*_results.json` ("<metric>,<filter>")
     scale: float  # lmms-eval value * scale = the paper's number
+    dataset: str  # the Hub dataset the task reads (its `dataset_path` in lmms-eval 0.7.3)
 
     @property
     def fixture_task(self) -> str:
@@ -34,16 +35,17 @@ class Benchmark:
 
 
 BENCHMARKS = (
-    Benchmark("MMStar", "mmstar", "average,none", 100),
-    Benchmark("MMMU", "mmmu_val", "mmmu_acc,none", 100),
-    Benchmark("SimpleVQA", "simplevqa", "exact_match,none", 100),
-    Benchmark("InfoVQA", "infovqa_val", "anls,none", 100),
-    Benchmark("TextVQA", "textvqa_val", "exact_match,none", 100),
-    Benchmark("DocVQA", "docvqa_val", "anls,none", 100),
+    Benchmark("MMStar", "mmstar", "average,none", 100, "Lin-Chen/MMStar"),
+    Benchmark("MMMU", "mmmu_val", "mmmu_acc,none", 100, "lmms-lab-encoder/MMMU"),
+    Benchmark("SimpleVQA", "simplevqa", "exact_match,none", 100, "m-a-p/SimpleVQA"),
+    Benchmark("InfoVQA", "infovqa_val", "anls,none", 100, "lmms-lab-encoder/DocVQA"),
+    Benchmark("TextVQA", "textvqa_val", "exact_match,none", 100, "lmms-lab-encoder/textvqa"),
+    Benchmark("DocVQA", "docvqa_val", "anls,none", 100, "lmms-lab-encoder/DocVQA"),
     # lmms-eval reports (correct answers) / 1000; the paper prints the count out of the benchmark's 1000 questions
-    Benchmark("OCRBench", "ocrbench", "ocrbench_accuracy,none", 1000),
-    Benchmark("AI2D", "ai2d", "exact_match,flexible-extract", 100),  # printed "A2D" / "A12D" in the paper
-    Benchmark("ChartQA", "chartqa", "relaxed_overall,none", 100),
+    Benchmark("OCRBench", "ocrbench", "ocrbench_accuracy,none", 1000, "echo840/OCRBench"),
+    # printed "A2D" / "A12D" in the paper
+    Benchmark("AI2D", "ai2d", "exact_match,flexible-extract", 100, "lmms-lab-encoder/ai2d"),
+    Benchmark("ChartQA", "chartqa", "relaxed_overall,none", 100, "lmms-lab-encoder/ChartQA"),
 )
 
 

@@ -31,19 +31,19 @@ class SkippedSamplesCallback(TrainerCallback):
     (the count in every log line comes from [`LogSkippedSamples`]).
 
     Args:
-        collator: a collator with a `skipped` counter ([`ViQImageCollator`], [`ViQCodesCollator`]).
-        left_out_before (`int`, *optional*): rows already left out before training (unreadable or too long).
+        collator: a collator with a `skipped` counter ([`ViQImageCollator`], [`ViQCodesCollator`]); the rows left out
+            before training are in it once given to `collator.skipped.add_left_out(data.left_out)`.
     """
 
-    def __init__(self, collator, left_out_before: int = 0):
+    def __init__(self, collator):
         self.collator = collator
-        self.left_out_before = left_out_before
 
     def on_train_end(self, args, state, control, **kwargs):
-        count = self.collator.skipped.count
-        if count or self.left_out_before:
+        skipped = self.collator.skipped
+        before, during = skipped.before_training, skipped.count - skipped.before_training
+        if before or during:
             logger.warning(
-                f"Left out {self.left_out_before} rows before training and skipped {count} unreadable samples during "
+                f"Left out {before} rows before training and skipped {during} unreadable samples during "
                 f"training (process {args.process_index}); see the warnings above"
                 + (
                     f" and {self.collator.skipped.log_dir}/skipped-samples-rank*.jsonl."

@@ -63,29 +63,51 @@ class UnreadableImageError(ValueError):
 
 
 class SkippedSamples:
-    """A count of left-out samples shared by the dataloader's worker processes (and this one), with an optional log."""
+    """
+    A count of left-out samples shared by the dataloader's worker processes (and this one), with an optional log:
+    one JSON line per sample in `log_dir/skipped-samples-rank<RANK>.jsonl` (`sample`, `error`, and `stage`: `"before
+    training"` for the rows the data preparation left out, `"training"` for those the collator skipped).
+    """
 
     def __init__(self, log_dir: str | None = None):
         self._count = multiprocessing.get_context("fork").Value("q", 0) if os.name == "posix" else None
         self._local = 0
+        self.before_training = 0
         self.log_dir = log_dir
 
     @property
     def count(self) -> int:
-        return int(self._count.value) if self._count is not None else self._local
+        """Every sample left out on this process: before training and during it."""
+        during = int(self._count.value) if self._count is not None else self._local
+        return self.before_training + during
 
     def add(self, sample: str, error: str) -> None:
+        """A sample skipped during training (an unreadable image): counted, logged and written."""
         if self._count is not None:
             with self._count.get_lock():
                 self._count.value += 1
         else:
             self._local += 1
         logger.warning(f"Skipping {sample}: {error}")
-        if self.log_dir:
-            rank = int(os.environ.get("RANK", "0"))
-            os.makedirs(self.log_dir, exist_ok=True)
-            with open(os.path.join(self.log_dir, f"skipped-samples-rank{rank}.jsonl"), "a", encoding="utf-8") as f:
-                f.write(json.dumps({"sample": sample, "error": error}) + "\n")
+        self._write([{"sample": sample, "error": error, "stage": "training"}])
+
+    def add_left_out(self, left_out: dict[str, str]) -> None:
+        """
+        The rows left out before training (`SFTData.left_out`: name -> reason), already logged when they were left
+        out: counted here, and written by the main process only (every process prepares the same rows).
+        """
+        self.before_training += len(left_out)
+        if int(os.environ.get("RANK", "0")) == 0:
+            self._write([{"sample": name, "error": error, "stage": "before training"}
+                         for name, error in left_out.items()])  # fmt: skip
+
+    def _write(self, records: list[dict]) -> None:
+        if not self.log_dir or not records:
+            return
+        rank = int(os.environ.get("RANK", "0"))
+        os.makedirs(self.log_dir, exist_ok=True)
+        with open(os.path.join(self.log_dir, f"skipped-samples-rank{rank}.jsonl"), "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(record) + "\n" for record in records)
 
 
 class _ConversationCollator:

@@ -23,7 +23,7 @@ positions restart at 0, which the model turns into a block-diagonal causal mask)
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ class SFTData:
     source: str  # where it was read from
     code_metadata: dict | None = None  # viq_codes.json of a code dataset
     skipped: dict[str, list] = field(default_factory=dict)  # reason -> row indices left out before training
+    left_out: dict[str, str] = field(default_factory=dict)  # each row left out before training (its name) -> why
 
 
 def undecoded_images(dataset):
@@ -300,6 +301,33 @@ def packed_index_dataset(packs: list[list[int]]):
     )
 
 
+def run_on_main_process(compute: Callable[[], Any]) -> Any:
+    """
+    `compute()` once, on the main process, and its result on every process: under an initialised
+    `torch.distributed` process group of several processes, rank 0 computes and broadcasts the result (or the error it
+    raised, raised again everywhere, so that no process waits for a result that will not come); otherwise this process
+    computes.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return compute()
+    payload: list = [None]
+    error = None
+    if dist.get_rank() == 0:
+        try:
+            payload = [("result", compute())]
+        except Exception as raised:  # noqa: BLE001 - handed to the other processes, then raised here too
+            error, payload = raised, [("error", raised)]
+    dist.broadcast_object_list(payload, src=0)
+    if error is not None:
+        raise error
+    kind, value = payload[0]
+    if kind == "error":
+        raise value
+    return value
+
+
 def prepare_for_training(
     data: SFTData,
     processor,
@@ -309,19 +337,28 @@ def prepare_for_training(
     num_proc: int | None = None,
 ):
     """
-    Check the conversations, leave out (logged and counted in `data.skipped`) rows whose images cannot be read or
-    that are longer than `max_length`, and pack when asked.
+    Check the conversations, leave out (logged, listed by reason in `data.skipped` and by name with the reason in
+    `data.left_out`, for the collator's `skipped.add_left_out`) rows whose images cannot be read or that are longer
+    than `max_length`, and pack when asked. Under several processes (an initialised `torch.distributed` group) the
+    checks and the token counts (tokenising every row, reading every image header) run once, on the main process,
+    and the others reuse them ([`run_on_main_process`]).
 
     Returns:
         The dataset to give the trainer: `data.dataset` itself, a selection of it, or (packing) an index dataset of
         packs over `data.dataset`.
     """
-    check_conversations(data.dataset, data.kind)
     if packing and not max_length:
         raise ValueError("Packing needs `max_length`: the fixed length of the packed sequences (e.g. 4096).")
+
+    def check_and_count():
+        check_conversations(data.dataset, data.kind)
+        return sample_lengths(data.dataset, processor, data.kind, num_proc=num_proc) if max_length else None
+
+    counted = run_on_main_process(check_and_count)
     if not packing and not max_length:
         return data.dataset
-    lengths, errors = sample_lengths(data.dataset, processor, data.kind, num_proc=num_proc)
+    lengths, errors = counted
+    errors = {int(index): error for index, error in errors.items()}
     for index, error in errors.items():
         logger.warning(f"Leaving out row {index}: {error}")
     long_rows = [index for index, n in enumerate(lengths) if n > max_length]
@@ -331,6 +368,12 @@ def prepare_for_training(
             f"into their image tokens), e.g. row {long_rows[0]} with {lengths[long_rows[0]]} tokens."
         )
     data.skipped = {"unreadable": sorted(errors), "too_long": long_rows}
+    reasons = {index: f"unreadable: {error}" for index, error in errors.items()}
+    reasons.update({index: f"longer than max_length={max_length} tokens ({lengths[index]} tokens)"
+                    for index in long_rows})  # fmt: skip
+    ids = data.dataset["id"] if reasons and "id" in data.dataset.column_names else None
+    data.left_out = {_row_name({"id": ids[index] if ids is not None else None}, index): reasons[index]
+                     for index in sorted(reasons)}  # fmt: skip
     if packing:
         packs = pack_by_length(lengths, max_length)
         kept = sum(len(pack) for pack in packs)
@@ -352,5 +395,6 @@ __all__ = [
     "pack_by_length",
     "packed_index_dataset",
     "prepare_for_training",
+    "run_on_main_process",
     "sample_lengths",
 ]

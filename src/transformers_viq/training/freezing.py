@@ -51,13 +51,17 @@ def freeze(model, vision: bool = True, projector: bool = False, language_model: 
 
 
 def trainable_summary(model) -> dict[str, tuple[int, int]]:
-    """`{part: (trainable parameters, all parameters)}` for `vision`, `projector` and `language_model`."""
+    """
+    `{part: (trainable parameters, all parameters)}` for `vision`, `projector` and `language_model`. A part that PEFT
+    trains whole (`modules_to_save`, e.g. the projector of a LoRA run) counts once: PEFT's frozen copy of the
+    original weights, kept to undo the adapter, is not a parameter of the model that trains or is saved.
+    """
     summary = {}
     for name, modules in _parts(model).items():
         seen, trainable, total = set(), 0, 0
         for module in modules:
-            for param in module.parameters():
-                if id(param) in seen:
+            for param_name, param in module.named_parameters():
+                if id(param) in seen or ".original_module." in f".{param_name}":
                     continue
                 seen.add(id(param))
                 total += param.numel()

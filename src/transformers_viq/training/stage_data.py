@@ -4,9 +4,10 @@
 Rows hold one image (`image`) or several (`images`): a path (relative to `image_folder` if given), bytes, a `datasets`
 image, a PIL image or an array; and the text as `prompt` + `answer` strings, LLaVA `conversations`
 (`[{"from": "human" | "gpt", "value": ...}]`, `<image>` markers dropped) or `messages` (`[{"role", "content"}]`,
-string contents). Images are packed into one sequence per batch (no padding to the largest image), at the pixel budget
-of the current phase of a [`ResolutionSchedule`], with both sides multiples of `16 * token_window` so the LLM's token
-windows tile every image.
+string contents or TRL's lists of `{"type", "text"}` items). [`load_training_dataset`] reads datasets and LLaVA files
+with the readers of `training/sft.py` and `viq extract`. Images are packed into one sequence per batch (no padding
+to the largest image), at the pixel budget of the current phase of a [`ResolutionSchedule`], with both sides
+multiples of `16 * token_window` so the LLM's token windows tile every image.
 
 The text side follows Qwen2.5's chat format; each image is `<|vision_start|>` + one `<|image_pad|>` per LLM token +
 `<|vision_end|>` at the start of the first user turn, and only assistant turns are supervised.
@@ -33,26 +34,24 @@ VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
 
 
-def load_training_dataset(name_or_path: str, split: str = "train"):
+def load_training_dataset(name_or_path: str, split: str | None = "train", image_folder: str | None = None):
     """
-    A `datasets.Dataset` from a `save_to_disk` folder, a JSON / JSONL file (LLaVA-style records) or a Hub dataset.
+    A `datasets.Dataset`, read by the readers `training/sft.py` and `viq extract` use, with their rules: a LLaVA-style
+    `.json` / `.jsonl` file through [`~transformers_viq.load_llava_json`] (relative image paths against `image_folder`,
+    else the file's folder; `image` as a path, a list or `img_path` records; `messages` with list contents), a
+    `save_to_disk` folder, a local data folder or file, or a Hub dataset (which, when neither cached nor reachable,
+    fails at once instead of after `datasets`' retries). `split` picks one of several (a dataset with one split is
+    taken whatever its name).
     """
-    import datasets
+    from ..extraction import is_llava_json, load_source_dataset
 
-    if os.path.isdir(name_or_path) and any(
-        os.path.isfile(os.path.join(name_or_path, f)) for f in ("state.json", "dataset_dict.json")
-    ):
-        loaded = datasets.load_from_disk(name_or_path)
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"{name_or_path} has no split {split!r} (splits: {list(loaded)}).")
-            loaded = loaded[split]
-        return loaded
-    if os.path.isfile(name_or_path):
-        if not name_or_path.endswith((".json", ".jsonl")):
-            raise ValueError(f"{name_or_path}: a dataset file must be .json or .jsonl (LLaVA-style records).")
-        return datasets.load_dataset("json", data_files=name_or_path, split="train")
-    return datasets.load_dataset(name_or_path, split=split)
+    llava = is_llava_json(name_or_path)
+    try:
+        return load_source_dataset(name_or_path, split, image_folder=image_folder if llava else None)
+    except ValueError as error:
+        if split is None or "no split" not in str(error):
+            raise
+    return load_source_dataset(name_or_path, None)  # one split under another name (`train` by default)
 
 
 def _row_images(row: dict[str, Any], image_column: str, image_folder: str | None) -> list:
@@ -86,9 +85,12 @@ def _turns(row: dict[str, Any], prompt_column: str, answer_column: str) -> list[
         for message in row["messages"]:
             if message.get("role") == "system":
                 continue
-            if not isinstance(message.get("content"), str):
-                raise ValueError("`messages` contents must be strings here (images come from the image column).")
-            turns.append((message["role"], message["content"]))
+            content = message.get("content")
+            if isinstance(content, (list, tuple)):  # TRL's and load_llava_json's items: the text ones, in order
+                content = "".join(item.get("text") or "" for item in content if item.get("type") == "text")
+            if not isinstance(content, str):
+                raise ValueError("`messages` contents must be strings or lists of {'type', 'text'} items.")
+            turns.append((message["role"], content.strip()))
         return turns
     if row.get(prompt_column) is not None and row.get(answer_column) is not None:
         return [("user", str(row[prompt_column])), ("assistant", str(row[answer_column]))]

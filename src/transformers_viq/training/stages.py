@@ -610,10 +610,11 @@ def build_stage(args: ViQStageArguments, training_args) -> StageComponents:
                                      image_folder=args.image_folder, min_pixels=args.min_pixels)  # fmt: skip
     if args.dataset_name_or_path is None:
         raise ValueError("dataset_name_or_path is required.")
-    train_dataset = load_training_dataset(args.dataset_name_or_path, args.dataset_split)
+    train_dataset = load_training_dataset(args.dataset_name_or_path, args.dataset_split, args.image_folder)
     eval_dataset = None
     if args.eval_dataset_name_or_path:
-        eval_dataset = load_training_dataset(args.eval_dataset_name_or_path, args.eval_dataset_split)
+        eval_dataset = load_training_dataset(args.eval_dataset_name_or_path, args.eval_dataset_split,
+                                             args.image_folder)  # fmt: skip
     return StageComponents(model, train_dataset, eval_dataset, collator, image_processor, schedule, transfer)
 
 

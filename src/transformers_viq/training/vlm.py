@@ -57,9 +57,13 @@ def load_vlm(
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
+    from ..hub_utils import check_local_folder
     from ..modeling_viq_qwen import ViQForConditionalGeneration
     from ..processing_viq import ViQProcessor
 
+    for name in (model_name_or_path, viq, llm):  # a mistyped local path says so before anything loads
+        if name:
+            check_local_folder(name)
     kwargs = dict(from_pretrained_kwargs or {})
     if model_name_or_path:
         if viq or llm:
