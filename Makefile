@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench miniature clean
 
 # torch is pinned first (2.13.0: on the project's machines pip takes a CPU wheel kept on local disk; elsewhere install
 # the torch build you want before `make`); everything else comes from requirements-dev.txt (exact pins that install
@@ -38,6 +38,10 @@ lint: $(STAMP)
 
 test-slow: $(STAMP)
 	RUN_SLOW=1 $(PY) -m pytest -q -m slow tests
+
+# the paper end to end at miniature scale on this CPU (~20 minutes on 2 cores): outputs/miniature/results.md
+miniature: $(STAMP)
+	$(PY) training/miniature.py --output-dir outputs/miniature
 
 bench: $(STAMP)
 	$(PY) benchmarks/encode.py

@@ -40,7 +40,8 @@ WIDTH = 64
 TEACHER_GRID = 6  # the stand-in teacher's "384" input is 96x96, the scenes' size
 VAE = {"base_dim": 8, "z_dim": 4, "dim_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_scales": [],
        "temperal_downsample": [False, True, True], "dropout": 0.0}  # fmt: skip
-VAE_STEPS = 300  # the stand-in VAE's autoencoder training (the real one is pretrained)
+EPOCHS = 10  # of the VLMs' SFT
+VAE_STEPS = 1000  # the stand-in VAE's autoencoder training (the real one is pretrained)
 # paper targets at miniature scale (issue "Training that learns")
 TARGETS = {"codebook_usage": 0.5, "psnr": 24.0, "psnr_gain": 6.0, "colour": 0.9, "shape": 0.8, "spatial": 0.7,
            "blank_to_chance": 0.1, "pixels_to_codes": 0.05}  # fmt: skip
@@ -86,8 +87,8 @@ def paths_for(out: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="outputs/miniature")
-    parser.add_argument("--num-train", type=int, default=512, help="training scenes")
-    parser.add_argument("--num-heldout", type=int, default=128, help="held-out scenes (never seen in training)")
+    parser.add_argument("--num-train", type=int, default=1024, help="training scenes")
+    parser.add_argument("--num-heldout", type=int, default=200, help="held-out scenes (never seen in training)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every recipe's steps (0.1: quick)")
     parser.add_argument("--force", action="store_true", help="redo the steps already done")
     parser.add_argument("--seed", type=int, default=0)
@@ -131,18 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     tasks = ",".join(f"miniature_{kind}{suffix}" for suffix in ("", "_blank")
                      for kind in ("colour", "shape", "position", "count"))  # fmt: skip
     steps = [
-        Step(out, "stage1", stage_command("viq_stage1.yaml", out, scale, 150,
+        Step(out, "stage1", stage_command("viq_stage1.yaml", out, scale, 400,
                                           ["--output_dir", p["viq-stage1"], *data, *stand_ins]),
              Path(p["viq-stage1"]), force),  # fmt: skip
-        Step(out, "stage2_1", stage_command("viq_stage2_1.yaml", out, scale, 150,
+        Step(out, "stage2_1", stage_command("viq_stage2_1.yaml", out, scale, 400,
                                             ["--init_from", p["viq-stage1"], "--output_dir", p["viq-stage2-1"],
                                              *data, *stand_ins, *vae]), Path(p["viq-stage2-1"]), force),  # fmt: skip
-        Step(out, "stage2_2", stage_command("viq_stage2_2.yaml", out, scale, 150,
+        Step(out, "stage2_2", stage_command("viq_stage2_2.yaml", out, scale, 400,
                                             ["--init_from", p["viq-stage2-1"], "--output_dir", p["viq-stage2-2"],
                                              *data, *stand_ins, *vae]), Path(p["viq-stage2-2"]), force),  # fmt: skip
-        Step(out, "decoder", stage_command("viq_decoder.yaml", out, scale, 150, ["--output_dir", p["viq"], *decoder]),
+        Step(out, "decoder", stage_command("viq_decoder.yaml", out, scale, 600, ["--output_dir", p["viq"], *decoder]),
              Path(p["viq"]), force),  # fmt: skip
-        Step(out, "decoder_constant_codes", stage_command("viq_decoder.yaml", out, scale, 150,
+        Step(out, "decoder_constant_codes", stage_command("viq_decoder.yaml", out, scale, 600,
                                                           ["--output_dir", p["viq-constant"], "--constant_codes",
                                                            "true", *decoder]),
              Path(p["viq-constant"]), force),  # fmt: skip
@@ -154,12 +155,12 @@ def main(argv: list[str] | None = None) -> int:
              out / "heldout-codes.safetensors", force),  # fmt: skip
         Step(out, "sft_codes", [sys.executable, "training/sft.py", "--config", str(RECIPES / "sft_codes.yaml"),
                                 "--viq_model", p["viq"], "--llm_model", f"{p['assets']}/qwen2", "--dataset_name", p["codes"],
-                                "--output_dir", p["vlm-codes"], "--num_train_epochs", str(max(scale * 4, 0.05))],
+                                "--output_dir", p["vlm-codes"], "--num_train_epochs", str(max(scale * EPOCHS, 0.05))],
              Path(p["vlm-codes"]), force),  # fmt: skip
         Step(out, "sft_pixels", [sys.executable, "training/sft.py", "--config", str(RECIPES / "sft_pixels.yaml"),
                                  "--viq_model", p["viq"], "--llm_model", f"{p['assets']}/qwen2", "--dataset_name",
                                  f"{p['data']}/train.json", "--image_folder", p["data"], "--output_dir",
-                                 p["vlm-pixels"], "--num_train_epochs", str(max(scale * 4, 0.05))],
+                                 p["vlm-pixels"], "--num_train_epochs", str(max(scale * EPOCHS, 0.05))],
              Path(p["vlm-pixels"]), force),  # fmt: skip
     ]
     for kind in ("codes", "pixels"):
