@@ -91,7 +91,8 @@ class FiniteScalarQuantizer(nn.Module):
         """
         Share of the values of `z` `(..., D)` whose bounded value lies beyond `threshold` of the bound
         (`|tanh(z + shift)| > threshold`): there `tanh` passes almost no gradient back, and a dimension that sits there
-        keeps its outermost level whatever its input does. A float32 scalar tensor on `z`'s device (no synchronisation).
+        keeps its outermost level whatever its input does. A float32 scalar tensor on `z`'s device (no
+        synchronisation).
         """
         levels = self.levels.to(device=z.device)
         half_l = (levels - 1) * (1 + self.eps) / 2

@@ -29,13 +29,13 @@ from transformers.utils import ModelOutput
 from .configuration_viq import VISION_PRESETS, ViQVisionConfig
 from .logging_utils import get_logger
 from .modeling_viq import (
-    width_scaled_std,
     DamagedCheckpointErrors,
     PackedAttentionChoice,
     ViQPoolingHead,
     ViQVisionEmbeddings,
     ViQVisionEncoder,
     _host_to_device,
+    width_scaled_std,
 )
 from .validation import check_grid, check_pixels
 

@@ -156,7 +156,8 @@ def write_shapes_dataset(root: str | os.PathLike, num_train: int = 512, num_held
     rng = random.Random(seed)
     paths = ShapesDataset(root=root, train_json=os.path.join(root, "train.json"),
                           heldout_json=os.path.join(root, "heldout.json"), heldout_tasks={}, blank_tasks={},
-                          train_images=os.path.join(root, "train"), heldout_images=os.path.join(root, "heldout"))  # fmt: skip
+                          train_images=os.path.join(root, "train"),
+                          heldout_images=os.path.join(root, "heldout"))  # fmt: skip
     train = [sample_scene(rng) for _ in range(num_train)]
     seen = set(train)
     heldout_rng = random.Random(seed + 1_000_003)

@@ -53,8 +53,8 @@ def tiny_chat_tokenizer(words: list[str] | None = None):
     spell whole words of the synthetic image-text data (`words` are added to the built-in ones, e.g.
     `transformers_viq.synthetic.words()`): a few hundred rows of LLM embedding instead of 151k.
 
-    Byte-level BPE, as Qwen2's own: transformers 5 loads the tokenizer of any folder whose `config.json` says `qwen2` as
-    a `Qwen2Tokenizer`, which rebuilds a byte-level BPE from the vocabulary and merges; a word-level vocabulary read
+    Byte-level BPE, as Qwen2's own: transformers 5 loads the tokenizer of any folder whose `config.json` says `qwen2`
+    as a `Qwen2Tokenizer`, which rebuilds a byte-level BPE from the vocabulary and merges; a word-level vocabulary read
     that way loses every word (`"Red."` -> `"."`). Deterministic for the same words.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -122,7 +122,7 @@ def make_tiny_training_assets(root: str | os.PathLike, num_rows: int = 8, seed: 
                               real_tokenizer: bool = False, *, hidden_size: int = TINY_HIDDEN, teacher_layers: int = 2,
                               teacher_grid: int = TEACHER_GRID, words: list[str] | None = None,
                               vae_config: dict | None = None,
-                              text_initializer_range: float = 0.02) -> TinyTrainingAssets:  # fmt: skip
+                              text_initializer_range: float = 0.1) -> TinyTrainingAssets:  # fmt: skip
     """
     Write the tiny assets under `root` (created if needed) and return their paths. Deterministic for a seed.
 
@@ -216,7 +216,7 @@ def fit_vae_stand_in(vae_path: str | os.PathLike, image_paths: list[str], steps:
         index = torch.randint(len(images), (batch_size,), generator=generator)
         top = torch.randint(height - crop + 1, (batch_size,), generator=generator)
         left = torch.randint(width - crop + 1, (batch_size,), generator=generator)
-        batch = torch.stack([images[i, :, t : t + crop, l : l + crop] for i, t, l in zip(index, top, left)])
+        batch = torch.stack([images[i, :, y : y + crop, x : x + crop] for i, y, x in zip(index, top, left)])
         posterior = vae.encode(batch[:, :, None]).latent_dist
         # decoded from the posterior mean, what the ViQ stages regress: a fresh VAE's sampling noise (std ~1) would
         # drown its ~0.3-sized means for hundreds of steps
