@@ -27,7 +27,7 @@ demo: $(STAMP)
 	@echo
 	@echo "The package and its commands live in $(VENV)/. Activate it once per shell:"
 	@echo "    source $(VENV)/bin/activate"
-	@echo "then: viq --help; viq encode assets/samples/*.png -o codes.safetensors --model examples/tiny-viq;"
+	@echo "then: viq --help; viq encode assets/samples/*.png -o codes.safetensors --model examples/miniature-viq;"
 	@echo "python training/sft.py ... (or call $(VENV)/bin/viq and $(VENV)/bin/python without activating)"
 
 test: $(STAMP)

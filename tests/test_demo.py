@@ -1,4 +1,4 @@
-"""The README's demo runs end to end on the committed smoke checkpoint and bundled samples."""
+"""The README's demo runs end to end on the committed miniature tokenizer and the bundled samples and scenes."""
 
 import runpy
 from pathlib import Path
@@ -15,12 +15,12 @@ def test_demo_writes_codes_and_report(tmp_path, capsys):
     demo = runpy.run_path(str(REPO / "examples" / "demo.py"), run_name="demo")
     demo["main"](["--output-dir", str(tmp_path)])
     codes = ViQCodes.load(tmp_path / "codes.safetensors")
-    samples = sorted((REPO / "assets" / "samples").glob("*.png"))
-    assert codes.num_images == len(samples) >= 3
-    assert codes.fsq_levels == [8, 8, 8, 6, 5]
-    assert codes.codes.unique().numel() > 100  # the smoke model's codes vary from patch to patch
+    samples = sorted((REPO / "assets" / "samples").glob("*.png")) + sorted((REPO / "assets" / "scenes").glob("*.png"))
+    assert codes.num_images == len(samples) >= 7
+    assert codes.fsq_levels == [4, 4, 4]
+    assert codes.codes.unique().numel() > 16  # the miniature's codebook of 64 is in use
     report = (tmp_path / "report.md").read_text()
-    assert "tiny smoke checkpoint" in report and "XuminYu/ViQ_weights" in report
+    assert "miniature tokenizer" in report and "XuminYu/ViQ_weights" in report
     for sample in samples:
         assert sample.name in report
     # sizes are written one way everywhere, height x width: the size fed is 16 x the patch grid, side by side
@@ -31,6 +31,18 @@ def test_demo_writes_codes_and_report(tmp_path, capsys):
         fed, grid = [tuple(int(v) for v in cell.split("x")) for cell in row[1:3]]
         assert fed == (16 * grid[0], 16 * grid[1]), row
     assert any(h != w for h, w in codes.image_grid_hw.tolist())  # a non-square image tells the orders apart
+    # the trained tokenizer reconstructs the scenes it was trained on the like of, far better than photographs
+    quality = {row[0].removeprefix("| "): float(row[-1].strip(" |")) for row in rows}
+    scenes = [value for name, value in quality.items() if name.startswith("scene")]
+    assert len(scenes) == 4 and min(scenes) > 18, quality
+    assert "miniature tokenizer" in capsys.readouterr().out
+
+
+def test_demo_on_the_smoke_checkpoint_says_its_codes_mean_nothing(tmp_path, capsys):
+    demo = runpy.run_path(str(REPO / "examples" / "demo.py"), run_name="demo")
+    demo["main"]([str(REPO / "assets" / "samples" / "coffee_200x304.png"), "--model", str(REPO / "examples" /
+                  "tiny-viq"), "--output-dir", str(tmp_path)])  # fmt: skip
+    assert ViQCodes.load(tmp_path / "codes.safetensors").fsq_levels == [8, 8, 8, 6, 5]
     assert "tiny smoke checkpoint" in capsys.readouterr().out
 
 

@@ -14,7 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "transformers_viq"
 LEAVES = ["fsq", "configuration_viq", "configuration_viq_qwen", "original_checkpoint", "validation", "image_io",
-          "codes_io", "file_utils", "logging_utils", "metrics", "lazy", "hub_utils", "llava_data"]  # fmt: skip
+          "codes_io", "file_utils", "logging_utils", "metrics", "lazy", "hub_utils", "llava_data",
+          "synthetic"]  # fmt: skip
 MODELS = ["transformers_viq.modeling_viq", "transformers_viq.modeling_viq_qwen"]
 
 

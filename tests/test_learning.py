@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,9 @@ from transformers_viq.synthetic import (
 from transformers_viq.testing import make_tiny_model, tiny_config, tiny_text_config
 from transformers_viq.testing.training import make_tiny_training_assets, tiny_chat_tokenizer, tiny_stage_arguments
 from transformers_viq.training import ViQStageArguments, calibrate_quantizer, run_stage
+
+
+MINIATURE = Path(__file__).resolve().parents[1] / "examples" / "miniature-viq"
 
 
 def random_inputs(sizes=((64, 80), (48, 48)), seed=0):
@@ -157,19 +161,19 @@ def test_a_collapse_is_warned_about_once(assets, tmp_path, caplog):
 
 # ---- a VLM whose answers come from the image ---------------------------------------------------------------------
 def test_tiny_vlm_learns_colour_from_the_image_and_not_from_a_blank(tmp_path):
-    """80 steps on four scenes (one per colour; same shape, place and question): the answers are right on
-    those scenes, so they come from the image, and a blank picture gets no colour of its own."""
+    """The bundled miniature tokenizer and a fresh 2-layer LLM, 80 steps on four scenes (one per colour; same shape,
+    place and question): the answers are right on those scenes, so they come from the image, and a blank picture gets
+    another answer."""
     from transformers_viq.training import ViQImageCollator, load_vlm, set_training_mode
 
     torch.manual_seed(0)
-    make_tiny_model(levels=(4, 4, 4), include_decoder=False).save_pretrained(tmp_path / "viq")
     tokenizer = tiny_chat_tokenizer(words())
     config = tiny_text_config(vocab_size=len(tokenizer), initializer_range=0.1, eos_token_id=tokenizer.eos_token_id,
                               pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     config.pop("model_type")
     Qwen2ForCausalLM(Qwen2Config(**config)).save_pretrained(tmp_path / "llm")
     tokenizer.save_pretrained(tmp_path / "llm")
-    model, processor, _ = load_vlm(None, viq=str(tmp_path / "viq"), llm=str(tmp_path / "llm"))
+    model, processor, _ = load_vlm(None, viq=str(MINIATURE), llm=str(tmp_path / "llm"))
     set_training_mode(model, "full")
     question = "What colour are the shapes?"
     from PIL import Image

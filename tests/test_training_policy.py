@@ -90,10 +90,12 @@ def test_calibrate_quantizer_spreads_the_fsq_inputs():
     torch.manual_seed(0)
     model = spread_weights(ViQModel(tiny_config())).eval()
     inputs = ViQImageProcessor(do_resize=False)(images=calibration_images(), return_tensors="pt")
-    calibrate_quantizer(model, inputs["pixel_values"], inputs["image_grid_hw"], scale=1.5)
-    values = model(**inputs, return_pooler_output=False).quantizer_inputs
-    torch.testing.assert_close(values.mean(0), torch.zeros(values.shape[1]), atol=1e-4, rtol=0)
-    torch.testing.assert_close(values.std(0), torch.full((values.shape[1],), 1.5), atol=1e-3, rtol=0)
+    calibrate_quantizer(model, inputs["pixel_values"], inputs["image_grid_hw"], scale=1.5, max_gain=100.0)
+    values = model(**inputs, return_pooler_output=False).quantizer_inputs.detach()
+    quartiles = torch.quantile(values, torch.tensor([0.25, 0.75]), dim=0)  # robust centre and spread
+    torch.testing.assert_close(values.median(0).values, torch.zeros(values.shape[1]), atol=1e-3, rtol=0)
+    torch.testing.assert_close((quartiles[1] - quartiles[0]) / 1.349, torch.full((values.shape[1],), 1.5), atol=1e-3,
+                               rtol=0)  # fmt: skip
     with pytest.raises(ValueError, match="positive"):
         calibrate_quantizer(model, inputs["pixel_values"], inputs["image_grid_hw"], scale=0)
 

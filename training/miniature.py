@@ -1,4 +1,4 @@
-"""The miniature of the paper, end to end on a CPU: `make miniature` (about 25 minutes on 2 cores).
+"""The miniature of the paper, end to end on a CPU: `make miniature` (about 20 minutes on 2 cores).
 
 Synthetic scenes with independently drawn colour, shape, column and count (`transformers_viq.synthetic`; a held-out
 split never seen in training, and a blank-image control), then every step of the paper at width 64, each through the

@@ -100,7 +100,7 @@ def make_tiny_model(levels=(8, 8, 8, 6, 5), seed: int = 0, **overrides):
     torch.manual_seed(seed)
     model = spread_weights(ViQModel(tiny_config(levels=levels, **overrides)), seed=seed).eval()
     inputs = ViQImageProcessor(do_resize=False)(images=calibration_images(), return_tensors="pt")
-    return calibrate_quantizer(model, inputs["pixel_values"], inputs["image_grid_hw"])
+    return calibrate_quantizer(model, inputs["pixel_values"], inputs["image_grid_hw"], scale=1.5, max_gain=100.0)
 
 
 def tiny_text_config(vocab_size: int = 300, **overrides) -> dict:
