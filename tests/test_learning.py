@@ -271,3 +271,33 @@ def test_dataset_has_a_held_out_split_and_blank_controls(tmp_path):
         assert len(task) == 8 and list(task["answer"]) == list(blank["answer"])
         assert blank["image"].nunique() == 1 and task["image"].nunique() == 8
         assert (tmp_path / "tasks" / f"miniature_{kind}.yaml").is_file()
+
+
+def test_decoder_ablation_on_constant_codes_and_eval_psnr(assets, tmp_path):
+    """The decoder stage's constant-code ablation feeds one code everywhere (no codebook usage to monitor), and the
+    stage's evaluation reports the PSNR of its pixel MSE (what `make miniature` compares)."""
+    from transformers_viq.training import ViQStageTrainer, build_stage
+
+    make_tiny_model(levels=(4, 4, 4), quantizer_num_layers=1, fusion_num_layers=1, latent_num_layers=1,
+                    embedder_num_residual_layers=1).save_pretrained(tmp_path / "tokenizer")  # fmt: skip
+    fields = tiny_stage_arguments("decoder", assets, init_from=str(tmp_path / "tokenizer"))
+    fields.update(gan_weight=0.0, repa_weight=0.0, ema_decay=None, eval_dataset_name_or_path=assets.dataset,
+                  eval_dataset_split="train")  # fmt: skip
+    results = {}
+    for constant in (False, True):
+        args = ViQStageArguments(**fields, constant_codes=constant)
+        training = _args(tmp_path / f"out-{constant}", 2)
+        components = build_stage(args, training)
+        batch = components.data_collator([components.train_dataset[i] for i in range(2)])
+        out = components.model(**batch)
+        assert (out.image_codes is None) == constant and torch.isfinite(out.loss)
+        trainer = ViQStageTrainer(components.model, training, train_dataset=components.train_dataset,
+                                  eval_dataset=components.eval_dataset, data_collator=components.data_collator)
+        metrics = trainer.evaluate()
+        assert metrics["eval_psnr"] == pytest.approx(10 * np.log10(4 / metrics["eval_loss_mse"]), abs=1e-3)
+        results[constant] = metrics["eval_psnr"]
+    assert results[True] != results[False]
+    with pytest.raises(ValueError, match="ablation of the decoder stage"):
+        from transformers_viq.training import ViQStageModel
+
+        ViQStageModel("stage2_2", make_tiny_model(levels=(4, 4, 4)), constant_codes=True)

@@ -327,7 +327,8 @@ class ViQStageModel(nn.Module):
                     targets[index] = features_group[slot]
             projected = self.repa_projector(hidden)
             terms["repa"] = (weights.repa, repa_loss(projected, torch.cat(targets).to(projected.dtype)))
-        return self._output(terms, encoded.image_codes)
+        # the ablation's constant codes are no codebook usage to monitor (nor to warn about as a collapse)
+        return self._output(terms, None if self.constant_codes else encoded.image_codes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
