@@ -202,7 +202,7 @@ def fit_vae_stand_in(vae_path: str | os.PathLike, image_paths: list[str], steps:
     generator = torch.Generator().manual_seed(seed)
     vae = with_single_frame_convolutions(AutoencoderKLQwenImage.from_pretrained(vae_path))
     vae.train()
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+    images = torch.stack([torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
                           for path in image_paths]).float() / 127.5 - 1  # fmt: skip
     height, width = images.shape[-2:]
     if crop > min(height, width):
