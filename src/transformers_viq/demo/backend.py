@@ -72,6 +72,14 @@ class Decoded:
     names: list[str]
 
 
+def _require_file(path, name: str, empty: str) -> None:
+    """A [`DemoInputError`] for an upload that is missing or empty (`empty` says what an empty one lacks)."""
+    if not os.path.isfile(path):
+        raise DemoInputError(f"{name}: no such file.")
+    if os.path.getsize(path) == 0:
+        raise DemoInputError(f"{name} is empty (0 bytes): {empty}.")
+
+
 def _name(path: str | os.PathLike) -> str:
     return Path(path).name
 
@@ -211,10 +219,7 @@ class DemoBackend:
         from ..image_io import PIL_READ_ERRORS, load_rgb
 
         name = name or _name(path)
-        if not os.path.isfile(path):
-            raise DemoInputError(f"{name}: no such file.")
-        if os.path.getsize(path) == 0:
-            raise DemoInputError(f"{name} is empty (0 bytes): there is no image in it.")
+        _require_file(path, name, "there is no image in it")
         try:
             with Image.open(path) as opened:  # reads the header only
                 width, height = opened.size
@@ -325,10 +330,7 @@ class DemoBackend:
         from ..validation import IncompatibleCodebookError
 
         name = name or _name(path)
-        if not os.path.isfile(path):
-            raise DemoInputError(f"{name}: no such file.")
-        if os.path.getsize(path) == 0:
-            raise DemoInputError(f"{name} is empty (0 bytes): it holds no codes.")
+        _require_file(path, name, "it holds no codes")
         try:
             codes = ViQCodes.load(path)
         except (ValueError, KeyError) as error:
