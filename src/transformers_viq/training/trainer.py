@@ -92,6 +92,13 @@ def load_stage_state(model, viq_state: dict, auxiliary: dict) -> None:
         )
 
 
+def _accumulate(sums: dict, counts: dict, name: str, value: torch.Tensor) -> None:
+    """Add a step's value to a running sum kept on its device (read once per log, not once per step)."""
+    value = value.detach().to(torch.float64)
+    sums[name] = sums[name] + value if name in sums else value
+    counts[name] = counts.get(name, 0) + 1
+
+
 class ViQStageTrainer(Trainer):
     r"""
     Args:
@@ -149,9 +156,7 @@ class ViQStageTrainer(Trainer):
             self._record(outputs, inputs)
         else:
             for name, value in (outputs.losses or {}).items():
-                value = value.detach().to(torch.float64)
-                self._eval_sums[name] = self._eval_sums[name] + value if name in self._eval_sums else value
-                self._eval_counts[name] = self._eval_counts.get(name, 0) + 1
+                _accumulate(self._eval_sums, self._eval_counts, name, value)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def evaluation_loop(self, *args, **kwargs):
@@ -164,10 +169,7 @@ class ViQStageTrainer(Trainer):
         prefix = kwargs.get("metric_key_prefix", "eval")
         names = sorted(self._eval_sums)
         if names:
-            counts = torch.tensor([self._eval_counts[n] for n in names], dtype=torch.float64)
-            sums = self._reduced(torch.cat([torch.stack([self._eval_sums[n].cpu() for n in names]), counts]))
-            for index, name in enumerate(names):
-                mean = float(sums[index] / max(sums[len(names) + index], 1))
+            for name, mean in zip(names, self._means(self._eval_sums, self._eval_counts, names)):
                 output.metrics[f"{prefix}_loss_{name}"] = round(mean, 6)
                 if name == "mse" and mean > 0:
                     output.metrics[f"{prefix}_psnr"] = round(10 * math.log10(4.0 / mean), 3)
@@ -175,15 +177,10 @@ class ViQStageTrainer(Trainer):
 
     def _record(self, outputs, inputs) -> None:
         for name, value in (outputs.losses or {}).items():
-            value = value.detach().to(torch.float64)
-            self._sums[name] = self._sums[name] + value if name in self._sums else value
-            self._counts[name] = self._counts.get(name, 0) + 1
+            _accumulate(self._sums, self._counts, name, value)
         saturation = getattr(outputs, "quantizer_saturation", None)
         if saturation is not None:
-            value = saturation.detach().to(torch.float64)
-            self._sums["fsq_saturation"] = self._sums["fsq_saturation"] + value if "fsq_saturation" in self._sums \
-                else value
-            self._counts["fsq_saturation"] = self._counts.get("fsq_saturation", 0) + 1
+            _accumulate(self._sums, self._counts, "fsq_saturation", saturation)
         codes = outputs.image_codes
         if codes is None or self.codebook_usage is None:
             return
@@ -195,6 +192,12 @@ class ViQStageTrainer(Trainer):
             self._stability.append(code_stability(viq, inputs["pixel_values"], inputs["image_grid_hw"], codes,
                                                   self.code_stability_noise, self._generator))  # fmt: skip
 
+    def _means(self, sums: dict, counts: dict, names: list[str]) -> list[float]:
+        """Each named sum's mean over its count, reduced over processes in one call."""
+        totals = self._reduced(torch.cat([torch.stack([sums[n].cpu() for n in names]),
+                                          torch.tensor([counts[n] for n in names], dtype=torch.float64)]))  # fmt: skip
+        return [float(totals[i] / max(totals[len(names) + i], 1)) for i in range(len(names))]
+
     def _reduced(self, values: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes > 1:
             values = self.accelerator.reduce(values.to(self.accelerator.device), reduction="sum")
@@ -204,11 +207,8 @@ class ViQStageTrainer(Trainer):
         if "loss" in logs:  # a training log: add this interval's terms and code statistics
             names = sorted(self._sums)
             if names:
-                counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
-                sums = self._reduced(torch.cat([torch.stack([self._sums[n].cpu() for n in names]), counts]))
-                for index, name in enumerate(names):
-                    key = name if name == "fsq_saturation" else f"loss_{name}"
-                    logs[key] = round(float(sums[index] / max(sums[len(names) + index], 1)), 6)
+                for name, mean in zip(names, self._means(self._sums, self._counts, names)):
+                    logs[name if name == "fsq_saturation" else f"loss_{name}"] = round(mean, 6)
             self._sums.clear()
             self._counts.clear()
             if self.codebook_usage is not None:
