@@ -218,6 +218,7 @@ def test_building_from_a_missing_llm_says_so_at_once(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="^no folder ./nowhere/qwen"):
         ViQForConditionalGeneration.from_viq_and_qwen(tmp_path / "viq", "./nowhere/qwen", image_token_id=IMAGE)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a name that may be a Hub id, not cached, and no downloads
+    monkeypatch.chdir(tmp_path)  # where no `outputs/` folder exists (`make demo` makes one in the checkout)
     with pytest.raises(HubUnreachableError, match="no local folder 'outputs/tiny-qwen' either"):
         ViQForConditionalGeneration.from_viq_and_qwen(tmp_path / "viq", "outputs/tiny-qwen", image_token_id=IMAGE)
 
