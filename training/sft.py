@@ -185,6 +185,9 @@ def main(script_args, training_args, model_args, viq_args):
             from_pretrained_kwargs=load_kwargs,
         )
 
+    # A fresh projector (and any LLM weight missing from its checkpoint) is drawn from the global generator: seed it
+    # before building, so that a run is repeatable from its `seed` (the trainer seeds only after the model exists).
+    transformers.set_seed(training_args.seed)
     model, processor, fresh_projector = build()
     if viq_args.max_pixels and not code_meta:
         processor.image_processor.max_pixels = viq_args.max_pixels  # a saved VLM's processor too
