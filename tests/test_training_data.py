@@ -230,3 +230,17 @@ def test_image_columns_stay_undecoded_so_a_corrupt_image_is_one_skipped_sample(p
     collator = ViQImageCollator(processor, source=data.dataset)
     batch = collator([data.dataset[0], data.dataset[1]])
     assert batch["input_ids"].shape[0] == 1 and collator.skipped.count == 1
+
+
+def test_the_bundled_tiny_data_cannot_be_answered_without_looking():
+    """Every question form of the bundled tiny data has more than one answer, and no answer follows the row order."""
+    rows = json.loads((REPO / "training" / "data" / "tiny" / "llava.json").read_text())
+    answers: dict[str, set[str]] = {}
+    for row in rows:
+        if row["id"].startswith("shape-"):
+            question, answer = row["conversations"][0]["value"].split("\n")[-1], row["conversations"][1]["value"]
+            answers.setdefault(question.split(" the ")[0], set()).add(answer.split()[-1])
+    assert answers and all(len(seen) > 1 for seen in answers.values()), answers
+    shapes = [row["conversations"][1]["value"].split()[-1] for row in rows
+              if row["id"].startswith("shape-") and "shape" in row["conversations"][0]["value"]]  # fmt: skip
+    assert len(set(shapes[0::3])) > 1 and len(set(shapes[1::3])) > 1, shapes

@@ -57,20 +57,22 @@ def main():
     (out / "images").mkdir(parents=True, exist_ok=True)
     images = []  # (file name, shape, colour)
     for index in range(args.num_images):
-        shape, color = SHAPES[index % len(SHAPES)], list(COLORS)[(index // len(SHAPES)) % len(COLORS)]
+        # shape, colour, size, background and question form are independent draws: no attribute (nor the row's
+        # index) tells the answer, so a model must look at the picture to get it right
+        shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
         name = f"images/{index:03d}_{color}_{shape}.png"
-        picture = draw(shape, COLORS[color], SIZES[index % len(SIZES)], BACKGROUNDS[index % len(BACKGROUNDS)], rng)
+        picture = draw(shape, COLORS[color], rng.choice(SIZES), rng.choice(BACKGROUNDS), rng)
         picture.save(out / name, optimize=True)
-        images.append((name, shape, color))
+        images.append((name, shape, color, rng.randrange(3)))
 
     rows = []
-    for index, (name, shape, color) in enumerate(images):
-        if index % 3 == 0:
+    for index, (name, shape, color, form) in enumerate(images):
+        if form == 0:
             conversation = [
                 turn("human", "<image>\nWhat shape is in the picture?"),
                 turn("gpt", f"A {color} {shape}."),
             ]
-        elif index % 3 == 1:
+        elif form == 1:
             conversation = [
                 turn("human", f"<image>\nWhat colour is the {shape}?"),
                 turn("gpt", f"{color.capitalize()}."),
@@ -80,7 +82,7 @@ def main():
                             turn("human", "And its colour?"), turn("gpt", f"{color.capitalize()}.")]  # fmt: skip
         rows.append({"id": f"shape-{index:03d}", "image": name, "conversations": conversation})
     for index in range(6):
-        (first, shape_a, _), (second, shape_b, _) = rng.sample(images, 2)
+        (first, shape_a, *_), (second, shape_b, *_) = rng.sample(images, 2)
         answer = f"Yes, both show a {shape_a}." if shape_a == shape_b else f"No: a {shape_a} and a {shape_b}."
         question = "<image>\n<image>\nDo the two pictures show the same shape?"
         rows.append({"id": f"pair-{index:03d}", "image": [first, second],
