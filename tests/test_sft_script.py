@@ -78,7 +78,7 @@ def generate_both_ways(output: Path, codes_dir: Path):
     inputs = processor(text=prompt, image_codes=codes, image_grid_hw=row["image_grid_hw"], return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 4 or out[0, -1] == processor.tokenizer.eos_token_id
-    image = TINY_DATA.parent / "images" / "000_red_circle.png"
+    image = TINY_DATA.parent / json.loads(TINY_DATA.read_text())[0]["image"]
     inputs = processor(text=prompt, images=[str(image)], return_tensors="pt")
     assert model.generate(**inputs, max_new_tokens=3, do_sample=False).shape[1] > inputs["input_ids"].shape[1]
     return model
@@ -120,7 +120,7 @@ def test_lora_on_llava_json_skips_unreadable_images_mid_epoch(parts, tmp_path):
     shutil.copytree(TINY_DATA.parent, folder)
     rows = json.loads(TINY_DATA.read_text())
     (folder / "four.json").write_text(json.dumps(rows[:3] + rows[24:25]))  # shape-001's image goes missing
-    os.remove(folder / "images" / "001_red_square.png")
+    os.remove(folder / rows[1]["image"])
     trainer, output = run_sft(
         tmp_path, "lora-llava", llm_model=parts["llm"], dataset_name=str(folder / "four.json"), training_mode="lora",
         use_peft=True, lora_r=4, lora_alpha=8, max_length=None, max_steps=1, per_device_train_batch_size=4,
@@ -143,7 +143,7 @@ def test_rows_left_out_before_training_are_written_and_counted(parts, tmp_path):
     long_row["id"] = "too-long"
     long_row["conversations"][0]["value"] += " and then" * 400
     (folder / "five.json").write_text(json.dumps(rows[:3] + rows[24:25] + [long_row]))
-    os.remove(folder / "images" / "001_red_square.png")  # found when the lengths are counted, before training
+    os.remove(folder / rows[1]["image"])  # found when the lengths are counted, before training
     trainer, output = run_sft(
         tmp_path, "left-out", llm_model=parts["llm"], dataset_name=str(folder / "five.json"), training_mode="full",
         max_length=512, max_steps=1, per_device_train_batch_size=3,

@@ -141,20 +141,29 @@ def test_conversation_checks_name_the_row():
         load_sft_dataset(Dataset.from_list([{"messages": [user, answer]}]))
 
 
-def broken_copy(tmp_path: Path) -> Path:
-    """The tiny data with one image missing and one that is not an image (an error page saved as .png, say).
+def broken_copy(tmp_path: Path) -> tuple[Path, list[int]]:
+    """The tiny data with one image missing (row 1's) and one that is not an image (row 3's: an error page saved as
+    .png, say), and the indices of every row that shows either (two-image rows may too).
 
     (A truncated PNG is no good here: lmms-eval, imported by other tests, sets PIL's LOAD_TRUNCATED_IMAGES for the
     whole process, and PIL then fills the missing pixels in.)"""
     folder = tmp_path / "tiny"
     shutil.copytree(TINY_DATA.parent, folder)
-    os.remove(folder / "images" / "001_red_square.png")
-    (folder / "images" / "003_green_circle.png").write_bytes(b"<html>404 Not Found</html>")
-    return folder / "llava.json"
+    rows = json.loads(TINY_DATA.read_text())
+    missing, not_an_image = rows[1]["image"], rows[3]["image"]
+    os.remove(folder / missing)
+    (folder / not_an_image).write_bytes(b"<html>404 Not Found</html>")
+
+    def images(row):
+        return row.get("image") if isinstance(row.get("image"), list) else [row.get("image")]
+
+    affected = [index for index, row in enumerate(rows) if {missing, not_an_image} & set(images(row))]
+    return folder / "llava.json", affected
 
 
 def test_unreadable_images_are_skipped_and_counted(processor, tmp_path):
-    data = load_sft_dataset(broken_copy(tmp_path))
+    path, affected = broken_copy(tmp_path)
+    data = load_sft_dataset(path)
     rows = data.dataset
     collator = ViQImageCollator(processor, source=rows, skipped_log_dir=str(tmp_path / "out"))
     batch = collator([rows[0], rows[1], rows[2], rows[3]])  # rows 1 and 3 hold the broken images
@@ -163,12 +172,15 @@ def test_unreadable_images_are_skipped_and_counted(processor, tmp_path):
     assert [json.loads(line)["sample"] for line in logged] == ["row id 'shape-001'", "row id 'shape-003'"]
     assert "No such image file" in json.loads(logged[0])["error"]
     refilled = collator([rows[1]])  # nothing readable left: a readable row is drawn from `source`
-    assert refilled["input_ids"].shape[0] == 1 and collator.skipped.count == 3
+    assert refilled["input_ids"].shape[0] == 1 and collator.skipped.count >= 3
+    logged = (tmp_path / "out" / "skipped-samples-rank0.jsonl").read_text().splitlines()
+    affected_ids = {f"row id {rows[index]['id']!r}" for index in affected} | {f"row {index}" for index in affected}
+    assert len(logged) == collator.skipped.count and {json.loads(line)["sample"] for line in logged} <= affected_ids
     with pytest.raises(ValueError, match="no `source`"):
         ViQImageCollator(processor)([rows[1]])
     # counting tokens reads headers: both are found there already, and those rows never reach the trainer
     prepared = prepare_for_training(data, processor, max_length=4096)
-    assert data.skipped["unreadable"] == [1, 3] and len(prepared) == len(rows) - 2
+    assert data.skipped["unreadable"] == affected and len(prepared) == len(rows) - len(affected)
 
 
 def test_image_size_reads_headers_and_exif_orientation(tmp_path):
