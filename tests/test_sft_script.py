@@ -176,6 +176,17 @@ def test_full_finetuning_from_a_trl_dataset_lowers_the_loss_on_a_repeated_batch(
     generate_both_ways(output, parts["codes"])
 
 
+def test_one_seed_trains_one_model(parts, tmp_path):
+    """Two runs with the same seed save the same weights: the fresh projector is drawn after seeding."""
+    weights = []
+    for name in ("first", "second"):
+        _, output = run_sft(tmp_path, name, llm_model=parts["llm"], dataset_name=str(parts["codes"]),
+                            training_mode="full", max_steps=1, seed=3)  # fmt: skip
+        weights.append(AutoModelForImageTextToText.from_pretrained(output).state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
 def test_projector_only_from_a_saved_vlm(parts, full_run, tmp_path):
     """Alignment mode on a saved VLM: only the projector changes; the LLM and the tokenizer stay as they were."""
     _, first = full_run
