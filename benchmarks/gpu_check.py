@@ -65,7 +65,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 import transformers_viq  # noqa: E402
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel  # noqa: E402
-from transformers_viq.modeling_viq import resolve_packed_attention  # noqa: E402
+from transformers_viq.models.viq.modeling_viq import resolve_packed_attention  # noqa: E402
 
 from harness import (  # noqa: E402
     RunLog,

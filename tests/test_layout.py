@@ -13,10 +13,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "transformers_viq"
-LEAVES = ["fsq", "configuration_viq", "configuration_viq_qwen", "original_checkpoint", "validation", "image_io",
+LEAVES = ["models.viq.fsq", "models.viq.configuration_viq", "models.viq_qwen.configuration_viq_qwen",
+          "original_checkpoint", "validation", "image_io",
           "codes_io", "file_utils", "logging_utils", "metrics", "lazy", "hub_utils", "llava_data",
           "synthetic"]  # fmt: skip
-MODELS = ["transformers_viq.modeling_viq", "transformers_viq.modeling_viq_qwen"]
+MODELS = ["transformers_viq.models.viq.modeling_viq", "transformers_viq.models.viq_qwen.modeling_viq_qwen"]
 
 
 def modules_after(code: str) -> set[str]:
@@ -38,9 +39,13 @@ def test_import_is_light_and_registers_the_auto_classes():
 @pytest.mark.parametrize("leaf", LEAVES)
 def test_leaves_import_no_model_class(leaf):
     """A leaf imports only other leaves (read from its source: lazily imported modules count too)."""
-    imported = {m.removeprefix("transformers_viq.") for m in _package_imports(PACKAGE / f"{leaf}.py")}
-    modules = {m.split(".")[0] for m in imported} - {"transformers_viq"}
+    path = PACKAGE / (leaf.replace(".", "/") + ".py")
+    imported = {m.removeprefix("transformers_viq.") for m in _package_imports(path)}
+    modules = {m for m in imported if m.replace(".", "/") + ".py" in _MODULE_FILES} - {"transformers_viq"}
     assert modules <= set(LEAVES), sorted(modules - set(LEAVES))
+
+
+_MODULE_FILES = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")}
 
 
 def _package_imports(path: Path) -> set[str]:

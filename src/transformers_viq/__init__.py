@@ -30,22 +30,22 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _EXPORTS = {
-    "FSQ_LEVEL_PRESETS": "configuration_viq",
-    "ViQConfig": "configuration_viq",
-    "ViQVisionConfig": "configuration_viq",
-    "ViQQwenConfig": "configuration_viq_qwen",
-    "get_num_image_tokens": "configuration_viq_qwen",
-    "FiniteScalarQuantizer": "fsq",
-    "ViQEncoderOutput": "modeling_viq",
-    "ViQModel": "modeling_viq",
-    "ViQPreTrainedModel": "modeling_viq",
-    "ViQVisionModel": "modeling_viq_continuous",
-    "ViQVisionOutput": "modeling_viq_continuous",
-    "ViQForConditionalGeneration": "modeling_viq_qwen",
-    "ViQQwenModel": "modeling_viq_qwen",
-    "ViQQwenPreTrainedModel": "modeling_viq_qwen",
-    "ViQImageProcessor": "image_processing_viq",
-    "ViQProcessor": "processing_viq",
+    "FSQ_LEVEL_PRESETS": "models.viq.configuration_viq",
+    "ViQConfig": "models.viq.configuration_viq",
+    "ViQVisionConfig": "models.viq.configuration_viq",
+    "ViQQwenConfig": "models.viq_qwen.configuration_viq_qwen",
+    "get_num_image_tokens": "models.viq_qwen.configuration_viq_qwen",
+    "FiniteScalarQuantizer": "models.viq.fsq",
+    "ViQEncoderOutput": "models.viq.modeling_viq",
+    "ViQModel": "models.viq.modeling_viq",
+    "ViQPreTrainedModel": "models.viq.modeling_viq",
+    "ViQVisionModel": "models.viq.modeling_viq_continuous",
+    "ViQVisionOutput": "models.viq.modeling_viq_continuous",
+    "ViQForConditionalGeneration": "models.viq_qwen.modeling_viq_qwen",
+    "ViQQwenModel": "models.viq_qwen.modeling_viq_qwen",
+    "ViQQwenPreTrainedModel": "models.viq_qwen.modeling_viq_qwen",
+    "ViQImageProcessor": "models.viq.image_processing_viq",
+    "ViQProcessor": "models.viq_qwen.processing_viq",
     "ViQCodes": "codes_io",
     "IncompatibleCodebookError": "validation",
     "ViQPipeline": "pipeline",
@@ -61,18 +61,18 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from .codes_io import ViQCodes
-    from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
-    from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
+    from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
+    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
     from .extraction import ExtractionResult, extract_codes, load_code_dataset
-    from .fsq import FiniteScalarQuantizer
-    from .image_processing_viq import ViQImageProcessor
+    from .models.viq.fsq import FiniteScalarQuantizer
+    from .models.viq.image_processing_viq import ViQImageProcessor
     from .llava_data import load_llava_json
     from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
-    from .modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
-    from .modeling_viq_continuous import ViQVisionModel, ViQVisionOutput
-    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel, ViQQwenPreTrainedModel
+    from .models.viq.modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
+    from .models.viq.modeling_viq_continuous import ViQVisionModel, ViQVisionOutput
+    from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel, ViQQwenPreTrainedModel
     from .pipeline import ViQPipeline
-    from .processing_viq import ViQProcessor
+    from .models.viq_qwen.processing_viq import ViQProcessor
     from .training.lora import language_model_lora_config
     from .validation import IncompatibleCodebookError
 
@@ -91,13 +91,13 @@ def register_auto_classes() -> None:
         AutoProcessor,
     )
 
-    from .configuration_viq import ViQConfig, ViQVisionConfig
-    from .configuration_viq_qwen import ViQQwenConfig
-    from .image_processing_viq import ViQImageProcessor
-    from .modeling_viq import ViQModel
-    from .modeling_viq_continuous import ViQVisionModel
-    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
-    from .processing_viq import ViQProcessor
+    from .models.viq.configuration_viq import ViQConfig, ViQVisionConfig
+    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
+    from .models.viq.image_processing_viq import ViQImageProcessor
+    from .models.viq.modeling_viq import ViQModel
+    from .models.viq.modeling_viq_continuous import ViQVisionModel
+    from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
+    from .models.viq_qwen.processing_viq import ViQProcessor
 
     AutoConfig.register(ViQConfig.model_type, ViQConfig, exist_ok=True)
     AutoConfig.register(ViQVisionConfig.model_type, ViQVisionConfig, exist_ok=True)

@@ -21,7 +21,7 @@ import textwrap
 import traceback
 from pathlib import Path
 
-from .configuration_viq import FSQ_LEVEL_PRESETS
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .exit_codes import EXIT_HUB, EXIT_INCOMPATIBLE, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from .logging_utils import one_line
 from .original_checkpoint import AUTHORS_REPO

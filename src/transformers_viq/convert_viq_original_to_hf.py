@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
 from .hub_utils import check_local_folder
 from .logging_utils import configure, get_logger
 from .original_checkpoint import AUTHORS_REPO
@@ -72,8 +72,8 @@ def convert_viq_checkpoint(
     """
     from transformers import AutoImageProcessor, AutoModel
 
-    from .image_processing_viq import ViQImageProcessor
-    from .modeling_viq import ViQModel
+    from .models.viq.image_processing_viq import ViQImageProcessor
+    from .models.viq.modeling_viq import ViQModel
 
     # A small pixel budget keeps the check fast; the processor saved with the model keeps the default budget.
     check_processor = ViQImageProcessor(max_pixels=max_pixels)

@@ -885,7 +885,7 @@ def extract_codes(
         processor = processor if processor is not None else model.image_processor
         model = model.model
     if processor is None:
-        from .image_processing_viq import ViQImageProcessor
+        from .models.viq.image_processing_viq import ViQImageProcessor
 
         processor = ViQImageProcessor()
     config = model.config

@@ -32,8 +32,8 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
 
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
-from .image_processing_viq import ViQImageProcessor
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
+from .models.viq.image_processing_viq import ViQImageProcessor
 
 
 TEMPLATES_DIR = Path(__file__).parent / "model_card_templates"
@@ -315,10 +315,10 @@ def write_presets(output_root: str | os.PathLike, sizes: Sequence[str] | None = 
 # and the Auto classes they answer to. The VLM also answers to AutoModelForCausalLM (TRL's loader tries it) and its
 # base model to AutoModel.
 def _remote_code_classes() -> dict[type, str]:
-    from .configuration_viq_qwen import ViQQwenConfig
-    from .modeling_viq import ViQModel
-    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
-    from .processing_viq import ViQProcessor
+    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
+    from .models.viq.modeling_viq import ViQModel
+    from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
+    from .models.viq_qwen.processing_viq import ViQProcessor
 
     return {ViQConfig: "AutoConfig", ViQQwenConfig: "AutoConfig", ViQModel: "AutoModel", ViQQwenModel: "AutoModel",
             ViQForConditionalGeneration: "AutoModelForImageTextToText", ViQImageProcessor: "AutoImageProcessor",
@@ -326,7 +326,7 @@ def _remote_code_classes() -> dict[type, str]:
 
 
 def _extra_auto_map(obj) -> dict[str, str]:
-    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
+    from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
 
     if isinstance(obj, ViQForConditionalGeneration):
         module = ViQForConditionalGeneration.__module__.split(".")[-1]

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .configuration_viq import FSQ_LEVEL_PRESETS
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .hub_utils import (
     HUB_KWARGS,
     HubUnreachableError,

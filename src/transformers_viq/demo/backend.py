@@ -139,8 +139,8 @@ class DemoBackend:
         pipe = ViQPipeline.from_pretrained(model, size, device=device, dtype=dtype, max_pixels=max_pixels)
         vlm_model = vlm_processor = None
         if vlm is not None:
-            from ..modeling_viq_qwen import ViQForConditionalGeneration
-            from ..processing_viq import ViQProcessor
+            from ..models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration
+            from ..models.viq_qwen.processing_viq import ViQProcessor
 
             if looks_like_path(str(vlm)) and not os.path.isdir(os.path.expanduser(str(vlm))):
                 raise FileNotFoundError(f"no such VLM folder: {vlm}")

@@ -202,7 +202,7 @@ def check_conversations(dataset, kind: str, batch_size: int = 1000) -> None:
 # Lengths and packing
 # ------------------------------------------------------------------------------------------------------------------
 def _sample_lengths_batch(batch, processor, kind: str, image_kwargs: dict) -> dict[str, list]:
-    from ..configuration_viq_qwen import get_num_image_tokens
+    from ..models.viq_qwen.configuration_viq_qwen import get_num_image_tokens
 
     rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
     lengths, errors = [], []

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from ..configuration_viq import QWEN_IMAGE_VAE_CONFIG, ViQConfig
+from ..models.viq.configuration_viq import QWEN_IMAGE_VAE_CONFIG, ViQConfig
 from ..logging_utils import get_logger
 from ..validation import check_grid
 from .arguments import ViQStageArguments
@@ -420,7 +420,7 @@ def load_vision_model(name_or_path: str, *, filename: str | None = None, stage1_
     or a raw checkpoint file (published Stage-1 `.pth`, open_clip `.bin`, timm `.safetensors`). For raw files the
     geometry comes from the weights, `position_embedding_size` (if given) resizes the position table bicubically.
     """
-    from ..modeling_viq_continuous import ViQVisionModel
+    from ..models.viq.modeling_viq_continuous import ViQVisionModel
     from ..original_checkpoint import load_state_dict_file
 
     kwargs = {} if dtype is None else {"dtype": dtype}
@@ -458,8 +458,8 @@ def _load_vae(args: ViQStageArguments):
 
 def _build_viq(args: ViQStageArguments):
     """The trained model of the stage, and how its weights were obtained."""
-    from ..modeling_viq import ViQModel
-    from ..modeling_viq_continuous import ViQVisionModel
+    from ..models.viq.modeling_viq import ViQModel
+    from ..models.viq.modeling_viq_continuous import ViQVisionModel
 
     if args.stage == "stage1":
         source = args.init_from or args.teacher_name_or_path
@@ -523,7 +523,7 @@ def _set_trainable(args: ViQStageArguments, viq) -> None:
 
 def build_stage(args: ViQStageArguments, training_args) -> StageComponents:
     """Assemble the model, data and collator of a stage (see the module docstring)."""
-    from ..image_processing_viq import ViQImageProcessor
+    from ..models.viq.image_processing_viq import ViQImageProcessor
     from .schedule import ResolutionSchedule
     from .stage_data import StageImageCollator, StageImageTextCollator, load_training_dataset
 

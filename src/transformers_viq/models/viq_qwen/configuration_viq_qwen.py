@@ -12,7 +12,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .configuration_viq import ViQConfig, check_path, missing_config, with_auto_map, without_empty_auto_map
+from ..viq.configuration_viq import ViQConfig, check_path, missing_config, with_auto_map, without_empty_auto_map
 
 
 PROJECTOR_TYPES = ("pooled", "mlp")

@@ -47,8 +47,8 @@ from transformers.utils.generic import is_flash_attention_requested
 
 from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig, check_path
 from .fsq import FiniteScalarQuantizer, ProximalProjection, implicit_codebook
-from .logging_utils import get_logger
-from .validation import check_codes, check_grid, check_pixels
+from ...logging_utils import get_logger
+from ...validation import check_codes, check_grid, check_pixels
 
 
 logger = get_logger(__name__)
@@ -1008,7 +1008,7 @@ class DamagedCheckpointErrors:
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except Exception as error:
-            from .original_checkpoint import damaged_checkpoint_error
+            from ...original_checkpoint import damaged_checkpoint_error
 
             damaged = damaged_checkpoint_error(pretrained_model_name_or_path, error)
             if damaged is None:
@@ -1124,7 +1124,7 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
             kwargs: as for [`~PreTrainedModel.from_pretrained`] (`dtype`, `attn_implementation`, `device_map`, ...);
                 `dtype="auto"` (the default) keeps the file's dtype (fp32 for the released files).
         """
-        from .original_checkpoint import convert_original_state_dict, file_dtype
+        from ...original_checkpoint import convert_original_state_dict, file_dtype
 
         dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", "auto"))
         if dtype is None or dtype == "auto":
@@ -1159,7 +1159,7 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
                 layout), `attn_implementation`, `device_map`, `subfolder`, `revision`, `cache_dir`,
                 `local_files_only`, `token`, ...).
         """
-        from .original_checkpoint import (
+        from ...original_checkpoint import (
             HUB_KWARGS,
             OriginalLayoutError,
             is_original_layout,
@@ -1220,7 +1220,7 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
             kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr`, `remote_code` (see
                 `push_to_hub_with_card`).
         """
-        from .model_cards import push_to_hub_with_card, render_tokenizer_card
+        from ...model_cards import push_to_hub_with_card, render_tokenizer_card
 
         if card is None:
             card = render_tokenizer_card(self.config, repo_id=repo_id, remote_code=kwargs.get("remote_code", True))

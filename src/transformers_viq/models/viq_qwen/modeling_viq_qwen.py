@@ -27,9 +27,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import slice_logits_to_keep
 
 from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
-from .logging_utils import get_logger
-from .modeling_viq import DamagedCheckpointErrors, ViQModel
-from .validation import check_grid
+from ...logging_utils import get_logger
+from ..viq.modeling_viq import DamagedCheckpointErrors, ViQModel
+from ...validation import check_grid
 
 
 logger = get_logger(__name__)
@@ -454,7 +454,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr`, `remote_code` (see
                 `push_to_hub_with_card`).
         """
-        from .model_cards import push_to_hub_with_card, render_vlm_card
+        from ...model_cards import push_to_hub_with_card, render_vlm_card
 
         if card is None:
             card = render_vlm_card(self.config, base_model=base_model, training_details=training_details,
@@ -513,7 +513,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         if isinstance(qwen, PreTrainedModel):
             language = qwen
         else:
-            from .hub_utils import check_model_source
+            from ...hub_utils import check_model_source
 
             check_model_source(qwen, **load_kwargs)  # a missing folder or no network: said at once, not after retries
             language = AutoModelForCausalLM.from_pretrained(qwen, **load_kwargs)

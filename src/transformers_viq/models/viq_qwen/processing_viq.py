@@ -5,7 +5,7 @@ Images reach the model either as pixels (`pixel_values` + `image_grid_hw`, from 
 precomputed ViQ codes (`image_codes` + `image_grid_hw`, e.g. extracted once with `ViQModel.encode` and stored in a
 dataset). Either way the processor expands every `<|image_pad|>` placeholder in the text into as many copies as the
 projector turns that image into LLM positions, counted by
-[`~transformers_viq.configuration_viq_qwen.get_num_image_tokens`] (the one place the model reads the count from too).
+[`~transformers_viq.models.viq_qwen.configuration_viq_qwen.get_num_image_tokens`] (the one place the model reads the count from too).
 
 Structure adapted from transformers' `Qwen2VLProcessor` (placeholder expansion on top of `ProcessorMixin`); changed: a
 second way in through precomputed codes, the count comes from the ViQ projector, and the chat template renders an
@@ -22,11 +22,11 @@ import numpy as np
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
 
-from .codes_io import ViQCodes
+from ...codes_io import ViQCodes
 from .configuration_viq_qwen import PROJECTOR_TYPES, get_num_image_tokens
-from .image_processing_viq import ViQImageProcessor
-from .logging_utils import get_logger
-from .validation import check_codes, check_grid, pack_codes
+from ..viq.image_processing_viq import ViQImageProcessor
+from ...logging_utils import get_logger
+from ...validation import check_codes, check_grid, pack_codes
 
 
 try:  # placeholders inside user text that `apply_chat_template(sanitize_control_tokens=True)` marked are plain text

@@ -27,7 +27,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_viq import VISION_PRESETS, ViQVisionConfig
-from .logging_utils import get_logger
+from ...logging_utils import get_logger
 from .modeling_viq import (
     DamagedCheckpointErrors,
     PackedAttentionChoice,
@@ -37,7 +37,7 @@ from .modeling_viq import (
     _host_to_device,
     width_scaled_std,
 )
-from .validation import check_grid, check_pixels
+from ...validation import check_grid, check_pixels
 
 
 logger = get_logger(__name__)
@@ -127,7 +127,7 @@ class ViQVisionModel(PackedAttentionChoice, ViQVisionPreTrainedModel):
 
     @classmethod
     def _from_trunk_state_dict(cls, state_dict, config: ViQVisionConfig, source: str | None, **kwargs):
-        from .original_checkpoint import convert_trunk_state_dict, file_dtype
+        from ...original_checkpoint import convert_trunk_state_dict, file_dtype
 
         dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", "auto"))
         if dtype is None or dtype == "auto":
@@ -175,7 +175,7 @@ class ViQVisionModel(PackedAttentionChoice, ViQVisionPreTrainedModel):
         and `num_attention_heads` (16 in every SigLIP2 giant / So400m model; it cannot be read from weights).
         `overrides` win, e.g. `position_embedding_size=128` for a student initialised from a 24x24 teacher.
         """
-        from .original_checkpoint import strip_trunk_prefixes, trunk_geometry
+        from ...original_checkpoint import strip_trunk_prefixes, trunk_geometry
 
         stripped, _ = strip_trunk_prefixes(state_dict)
         geometry = trunk_geometry(stripped)
@@ -209,7 +209,7 @@ class ViQVisionModel(PackedAttentionChoice, ViQVisionPreTrainedModel):
         The activation is the config's `hidden_act`, exact GELU by default as in the ViQ training code (SigLIP2 itself
         was trained with the tanh approximation: pass a config with `hidden_act="gelu_pytorch_tanh"` for that).
         """
-        from .original_checkpoint import load_state_dict_file
+        from ...original_checkpoint import load_state_dict_file
 
         source = None
         if isinstance(checkpoint, (str, os.PathLike)):
@@ -241,7 +241,7 @@ class ViQVisionModel(PackedAttentionChoice, ViQVisionPreTrainedModel):
         """
         if stage1_encoder is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        from .original_checkpoint import HUB_KWARGS, load_original_state_dict, resolve_stage1_checkpoint
+        from ...original_checkpoint import HUB_KWARGS, load_original_state_dict, resolve_stage1_checkpoint
 
         if stage1_encoder not in VISION_PRESETS:
             raise ValueError(

@@ -13,7 +13,7 @@ import math
 
 from transformers import PreTrainedConfig
 
-from .logging_utils import get_logger
+from ...logging_utils import get_logger
 
 
 logger = get_logger(__name__)
@@ -83,14 +83,14 @@ def without_empty_auto_map(output: dict) -> dict:
 def check_path(pretrained_model_name_or_path) -> None:
     """A name that looks like a local path and is neither a folder nor a file: `NoSuchFolderError` ("no folder ...")
     at once, before any Hub request."""
-    from .hub_utils import check_local_folder
+    from ...hub_utils import check_local_folder
 
     check_local_folder(pretrained_model_name_or_path, allow_file=True)
 
 
 def missing_config(pretrained_model_name_or_path, vlm: bool = False, **kwargs) -> OSError:
     """The error for a folder or repo without `config.json` (it says which call works for the authors' layout)."""
-    from .original_checkpoint import missing_config_error
+    from ...original_checkpoint import missing_config_error
 
     subfolder = kwargs.pop("subfolder", None) or ""
     return missing_config_error(pretrained_model_name_or_path, subfolder, vlm=vlm, **kwargs)

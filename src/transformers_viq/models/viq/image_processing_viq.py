@@ -52,8 +52,8 @@ from transformers.image_utils import ImageInput, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType, is_torch_tensor
 
-from .image_io import check_not_empty, decode_image
-from .logging_utils import get_logger
+from ...image_io import check_not_empty, decode_image
+from ...logging_utils import get_logger
 
 
 logger = get_logger(__name__)
