@@ -61,18 +61,18 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from .codes_io import ViQCodes
-    from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
-    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
     from .extraction import ExtractionResult, extract_codes, load_code_dataset
-    from .models.viq.fsq import FiniteScalarQuantizer
-    from .models.viq.image_processing_viq import ViQImageProcessor
     from .llava_data import load_llava_json
     from .model_cards import push_to_hub_with_card, render_tokenizer_card, render_vlm_card
+    from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig
+    from .models.viq.fsq import FiniteScalarQuantizer
+    from .models.viq.image_processing_viq import ViQImageProcessor
     from .models.viq.modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
     from .models.viq.modeling_viq_continuous import ViQVisionModel, ViQVisionOutput
+    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
     from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel, ViQQwenPreTrainedModel
-    from .pipeline import ViQPipeline
     from .models.viq_qwen.processing_viq import ViQProcessor
+    from .pipeline import ViQPipeline
     from .training.lora import language_model_lora_config
     from .validation import IncompatibleCodebookError
 
@@ -92,10 +92,10 @@ def register_auto_classes() -> None:
     )
 
     from .models.viq.configuration_viq import ViQConfig, ViQVisionConfig
-    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
     from .models.viq.image_processing_viq import ViQImageProcessor
     from .models.viq.modeling_viq import ViQModel
     from .models.viq.modeling_viq_continuous import ViQVisionModel
+    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
     from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
     from .models.viq_qwen.processing_viq import ViQProcessor
 

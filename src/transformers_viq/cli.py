@@ -21,9 +21,9 @@ import textwrap
 import traceback
 from pathlib import Path
 
-from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .exit_codes import EXIT_HUB, EXIT_INCOMPATIBLE, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from .logging_utils import one_line
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .original_checkpoint import AUTHORS_REPO
 
 

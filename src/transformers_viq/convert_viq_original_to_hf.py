@@ -20,9 +20,9 @@ import os
 import sys
 from pathlib import Path
 
-from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
 from .hub_utils import check_local_folder
 from .logging_utils import configure, get_logger
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
 from .original_checkpoint import AUTHORS_REPO
 
 

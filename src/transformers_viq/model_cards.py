@@ -315,8 +315,8 @@ def write_presets(output_root: str | os.PathLike, sizes: Sequence[str] | None = 
 # and the Auto classes they answer to. The VLM also answers to AutoModelForCausalLM (TRL's loader tries it) and its
 # base model to AutoModel.
 def _remote_code_classes() -> dict[type, str]:
-    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
     from .models.viq.modeling_viq import ViQModel
+    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
     from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
     from .models.viq_qwen.processing_viq import ViQProcessor
 

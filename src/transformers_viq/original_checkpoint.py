@@ -37,7 +37,6 @@ from pathlib import Path
 
 import torch
 
-from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .hub_utils import (
     HUB_KWARGS,
     HubUnreachableError,
@@ -49,6 +48,7 @@ from .hub_utils import (
     probe_file,
 )
 from .logging_utils import get_logger, one_line
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 
 
 logger = get_logger(__name__)

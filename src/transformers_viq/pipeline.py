@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .hub_utils import (
     HubUnreachableError,
     check_local_folder,
@@ -43,6 +42,7 @@ from .hub_utils import (
 )
 from .image_io import image_size, load_rgb, resize_rgb
 from .logging_utils import get_logger, one_line, progress_bar
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .original_checkpoint import AUTHORS_REPO, original_layout_sizes
 
 

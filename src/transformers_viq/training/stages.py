@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from ..models.viq.configuration_viq import QWEN_IMAGE_VAE_CONFIG, ViQConfig
 from ..logging_utils import get_logger
+from ..models.viq.configuration_viq import QWEN_IMAGE_VAE_CONFIG, ViQConfig
 from ..validation import check_grid
 from .arguments import ViQStageArguments
 from .losses import (

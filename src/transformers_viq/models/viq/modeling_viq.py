@@ -45,10 +45,10 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 from transformers.utils.generic import is_flash_attention_requested
 
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig, check_path
-from .fsq import FiniteScalarQuantizer, ProximalProjection, implicit_codebook
 from ...logging_utils import get_logger
 from ...validation import check_codes, check_grid, check_pixels
+from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig, check_path
+from .fsq import FiniteScalarQuantizer, ProximalProjection, implicit_codebook
 
 
 logger = get_logger(__name__)

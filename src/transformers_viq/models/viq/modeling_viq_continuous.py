@@ -26,8 +26,9 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_viq import VISION_PRESETS, ViQVisionConfig
 from ...logging_utils import get_logger
+from ...validation import check_grid, check_pixels
+from .configuration_viq import VISION_PRESETS, ViQVisionConfig
 from .modeling_viq import (
     DamagedCheckpointErrors,
     PackedAttentionChoice,
@@ -37,7 +38,6 @@ from .modeling_viq import (
     _host_to_device,
     width_scaled_std,
 )
-from ...validation import check_grid, check_pixels
 
 
 logger = get_logger(__name__)

@@ -26,10 +26,10 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 
-from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
 from ...logging_utils import get_logger
-from ..viq.modeling_viq import DamagedCheckpointErrors, ViQModel
 from ...validation import check_grid
+from ..viq.modeling_viq import DamagedCheckpointErrors, ViQModel
+from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
 
 
 logger = get_logger(__name__)

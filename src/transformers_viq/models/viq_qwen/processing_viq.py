@@ -23,10 +23,10 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
 
 from ...codes_io import ViQCodes
-from .configuration_viq_qwen import PROJECTOR_TYPES, get_num_image_tokens
-from ..viq.image_processing_viq import ViQImageProcessor
 from ...logging_utils import get_logger
 from ...validation import check_codes, check_grid, pack_codes
+from ..viq.image_processing_viq import ViQImageProcessor
+from .configuration_viq_qwen import PROJECTOR_TYPES, get_num_image_tokens
 
 
 try:  # placeholders inside user text that `apply_chat_template(sanitize_control_tokens=True)` marked are plain text
