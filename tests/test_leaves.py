@@ -13,10 +13,11 @@ from PIL import Image
 
 from transformers_viq import ViQCodes, ViQImageProcessor, ViQProcessor
 from transformers_viq.file_utils import atomic_path, atomic_write, write_json
-from transformers_viq.image_io import check_image_file, decode_image, load_rgb, open_image
+from transformers_viq.image_io import check_image_file, load_rgb
 from transformers_viq.logging_utils import configure, get_logger, progress_bars_enabled
+from transformers_viq.models.viq.image_processing_viq import decode_image, open_image
+from transformers_viq.models.viq.validation_viq import check_codes, check_grid
 from transformers_viq.testing import make_tiny_model, qwen_tokenizer
-from transformers_viq.validation import check_codes, check_grid
 
 
 # ---- validation: the model, the processor and the codes file say the same thing --------------------------------

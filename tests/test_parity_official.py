@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
+from transformers_viq.original_checkpoint import viq_model_from_original
 from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 
@@ -44,7 +45,7 @@ def build_model(case: dict) -> ViQModel:
     size = {15360: "16k", 64000: "64k"}[case["codebook_size"]]
     config = ViQConfig.from_preset(size, vision_config={"num_hidden_layers": case["num_layers"]})
     original = make_reference_state_dict(levels, num_layers=case["num_layers"], seed=case["seed"])
-    model = ViQModel.from_original_state_dict(original, config, dtype=torch.float32).eval()
+    model = viq_model_from_original(original, config, dtype=torch.float32).eval()
     del original
     gc.collect()
     return model

@@ -47,7 +47,7 @@ _EXPORTS = {
     "ViQImageProcessor": "models.viq.image_processing_viq",
     "ViQProcessor": "models.viq_qwen.processing_viq",
     "ViQCodes": "codes_io",
-    "IncompatibleCodebookError": "validation",
+    "IncompatibleCodebookError": "models.viq.validation_viq",
     "ViQPipeline": "pipeline",
     "ExtractionResult": "extraction",
     "extract_codes": "extraction",
@@ -69,12 +69,12 @@ if TYPE_CHECKING:
     from .models.viq.image_processing_viq import ViQImageProcessor
     from .models.viq.modeling_viq import ViQEncoderOutput, ViQModel, ViQPreTrainedModel
     from .models.viq.modeling_viq_continuous import ViQVisionModel, ViQVisionOutput
+    from .models.viq.validation_viq import IncompatibleCodebookError
     from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
     from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel, ViQQwenPreTrainedModel
     from .models.viq_qwen.processing_viq import ViQProcessor
     from .pipeline import ViQPipeline
     from .training.lora import language_model_lora_config
-    from .validation import IncompatibleCodebookError
 
 
 __getattr__, __dir__ = attach(__name__, _EXPORTS)
@@ -111,7 +111,22 @@ def register_auto_classes() -> None:
     AutoModelForCausalLM.register(ViQQwenConfig, ViQForConditionalGeneration, exist_ok=True)
 
 
+def _install_services() -> None:
+    """
+    What the package adds to the model classes, which import nothing of it: its loader of checkpoints outside Hugging
+    Face format as their `checkpoint_loader` (the authors' layout through `from_pretrained`, plain errors for missing
+    folders and damaged files), and its logger's handler and verbosity for their messages (their loggers are
+    children of the package's).
+    """
+    from .logging_utils import get_logger
+    from .original_checkpoint import install
+
+    get_logger()
+    install()
+
+
 register_auto_classes()
+_install_services()
 
 __all__ = [
     "ExtractionResult",

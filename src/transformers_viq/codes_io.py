@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .file_utils import atomic_path
-from .validation import check_codes, check_grid, check_same_codebook
+from .models.viq.validation_viq import check_codes, check_grid, check_same_codebook
 
 
 FORMAT_NAME = "viq-codes"

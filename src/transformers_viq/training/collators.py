@@ -324,7 +324,7 @@ class ViQImageCollator(_ConversationCollator):
         return num_images_of(row, "pixels")
 
     def image_inputs(self, row: dict[str, Any]) -> dict[str, Any]:
-        from ..image_io import open_image
+        from ..models.viq.image_processing_viq import open_image
 
         images = row.get("images")
         if images is None and row.get("image") is not None:

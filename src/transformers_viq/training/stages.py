@@ -31,7 +31,7 @@ from transformers.utils import ModelOutput
 
 from ..logging_utils import get_logger
 from ..models.viq.configuration_viq import QWEN_IMAGE_VAE_CONFIG, ViQConfig
-from ..validation import check_grid
+from ..models.viq.validation_viq import check_grid
 from .arguments import ViQStageArguments
 from .losses import (
     discriminator_hinge_loss,
@@ -421,7 +421,7 @@ def load_vision_model(name_or_path: str, *, filename: str | None = None, stage1_
     geometry comes from the weights, `position_embedding_size` (if given) resizes the position table bicubically.
     """
     from ..models.viq.modeling_viq_continuous import ViQVisionModel
-    from ..original_checkpoint import load_state_dict_file
+    from ..original_checkpoint import load_state_dict_file, vision_config_from_weights, vision_model_from_siglip2
 
     kwargs = {} if dtype is None else {"dtype": dtype}
     if stage1_encoder is not None:
@@ -432,8 +432,8 @@ def load_vision_model(name_or_path: str, *, filename: str | None = None, stage1_
         overrides = {"hidden_act": hidden_act}
         if position_embedding_size is not None:
             overrides["position_embedding_size"] = position_embedding_size
-        config = ViQVisionModel.config_from_weights(state, num_attention_heads=num_attention_heads, **overrides)
-        return ViQVisionModel.from_siglip2(state, config=config, **kwargs)
+        config = vision_config_from_weights(state, num_attention_heads=num_attention_heads, **overrides)
+        return vision_model_from_siglip2(state, config=config, **kwargs)
     model = ViQVisionModel.from_pretrained(path, **kwargs)
     if position_embedding_size is not None and model.config.position_embedding_size != position_embedding_size:
         raise ValueError(f"{name_or_path} has a {model.config.position_embedding_size}-wide position grid, not "
