@@ -72,6 +72,7 @@ def convert_viq_checkpoint(
     """
     from transformers import AutoImageProcessor, AutoModel
 
+    from .model_cards import push_to_hub_with_card
     from .models.viq.image_processing_viq import ViQImageProcessor
     from .models.viq.modeling_viq import ViQModel
 
@@ -100,7 +101,7 @@ def convert_viq_checkpoint(
     logger.info(f"The converted model gives identical codes on {source_codes.numel()} codes")
     if push_to_hub:
         logger.info(f"Pushing to {push_to_hub}")
-        converted.push_to_hub(push_to_hub, image_processor=converted_processor)
+        push_to_hub_with_card([converted, converted_processor], push_to_hub)
     return {"codes_checked": source_codes.numel(), "codes_identical": identical, "output_dir": str(output_dir)}
 
 
