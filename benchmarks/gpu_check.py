@@ -85,7 +85,7 @@ VARIANTS = {  # name -> (dtype, attention implementation)
     "bf16-flash": (torch.bfloat16, "flash_attention_2"),
 }
 SIZE_NAMES = {15360: "16k", 64000: "64k"}
-# The bounds of tests/test_parity_official.py (fp32 on CPU); applied to the fp32 rows for information.
+# The bounds of tests/models/viq/test_parity_official.py (fp32 on CPU); applied to the fp32 rows for information.
 FP32_CODE_BAR, FP32_ATOL, FP32_PIXEL_BAR = 0.999, 1e-4, 1
 LOG = RunLog("gpu-check")  # log("...") prints with the run's clock; elapsed() is its seconds
 log, elapsed = LOG, LOG.elapsed

@@ -20,7 +20,7 @@ Images of different sizes travel as one packed sequence (`pixel_values` of shape
 batch, and nothing is padded to the largest image.
 
 Written from the paper and the numerics of the released checkpoints (their weights and the authors' inference code,
-github.com/yuxumin/ViQ; `tests/test_parity_official.py` checks the match); module and parameter names follow
+github.com/yuxumin/ViQ; `tests/models/viq/test_parity_official.py` checks the match); module and parameter names follow
 transformers' SigLIP2 / Qwen2-VL models.
 """
 

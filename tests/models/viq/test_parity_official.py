@@ -30,8 +30,9 @@ from transformers_viq.original_checkpoint import viq_model_from_original
 from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 
-FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLES = Path(__file__).parents[1] / "assets" / "samples"
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = REPO / "tests" / "fixtures"
+SAMPLES = REPO / "assets" / "samples"
 MANIFEST = json.loads((FIXTURES / "parity" / "manifest.json").read_text())
 ATOL = RTOL = 1e-4
 # The pre-quantization values come out of the whole trunk (40 blocks at full size): float noise from different GEMM

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers.utils import logging as hf_logging
 
 from transformers_viq import ViQImageProcessor
-from transformers_viq import modeling_viq as mv
+from transformers_viq.models.viq import modeling_viq as mv
 from transformers_viq.models.viq.modeling_viq import PackedSequence, packed_attention, resolve_packed_attention
 
 
