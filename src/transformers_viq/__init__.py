@@ -6,17 +6,20 @@ Importing the package registers ViQ with transformers' Auto classes (`AutoConfig
 on first use: `transformers_viq.extract_codes` imports the extraction module (and `datasets`) only when touched, so
 `import transformers_viq` stays as light as transformers' own model classes.
 
-Layout (one line per module; imports flow leaves -> models -> services -> faces):
+Layout (imports flow models -> services -> faces; `tests/test_layout.py` checks it):
 
-    leaves    fsq, configuration_viq, configuration_viq_qwen, original_checkpoint (the authors' layout),
-              hub_utils (offline mode, fast Hub failures), validation (codes, grids, pixels),
-              image_io (reading images), codes_io (codes files), llava_data (LLaVA JSON -> conversational rows),
-              file_utils (atomic writes), logging_utils (the package logger, progress bars), metrics
-    models    modeling_viq, modeling_viq_continuous (the Stage-1 encoder), modeling_viq_qwen, image_processing_viq,
-              processing_viq
-    services  pipeline (load/encode/decode/reconstruct), visualization (pictures), extraction (code datasets),
-              model_cards (cards, presets, Hub push), training/ (training policy), integrations/ (lmms-eval)
-    faces     cli (`viq`), convert_viq_original_to_hf (the converter script)
+    models/viq/       configuration_viq, modeling_viq (ViQModel), modeling_viq_continuous (ViQVisionModel, the
+                      Stage-1 encoder), fsq, validation_viq (checks of codes, grids, pixels), image_processing_viq
+    models/viq_qwen/  configuration_viq_qwen, modeling_viq_qwen (ViQForConditionalGeneration), processing_viq
+                      The model folders import torch, transformers, diffusers and each other, nothing else of the
+                      package: they are what a model pushed with its code (`trust_remote_code=True`) carries.
+    services          original_checkpoint (the authors' layout; importing the package installs its loader on the
+                      models as `checkpoint_loader`), model_cards (cards, presets, Hub pushes, the remote-code
+                      bundle), codes_io (codes files), image_io, llava_data, metrics, synthetic, pipeline
+                      (load/encode/decode/reconstruct), visualization, extraction (code datasets), training/,
+                      integrations/ (lmms-eval), testing/; at the bottom hub_utils, file_utils, logging_utils, lazy
+                      (they import nothing of ours)
+    faces             cli (`viq`), demo/, convert_viq_original_to_hf (the converter script)
 """
 
 from __future__ import annotations

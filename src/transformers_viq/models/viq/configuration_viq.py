@@ -45,6 +45,10 @@ VISION_PRESETS: dict[str, dict] = {
     "so400m": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16},
 }
 
+# Sub-tokens (hence codes) each 16x16 patch is expanded into by every released tokenizer: the default of
+# `ViQConfig.codes_per_patch`, of the processor, of the checks of packed codes and of codes files.
+CODES_PER_PATCH = 4
+
 # Stage 2-1 of the paper replaces the quantizer by a bottleneck with a "proximal" constraint (the authors'
 # `VQ_LOW_LIMIT`): the names of the constraints and the default width of the bottleneck (paper: D = 128).
 QUANTIZERS = ("fsq", "proximal")
@@ -240,7 +244,7 @@ class ViQConfig(ConfigLoaderHook, PreTrainedConfig):
 
     vision_config: dict | PreTrainedConfig | None = None
     fsq_levels: list[int] | None = None
-    codes_per_patch: int = 4
+    codes_per_patch: int = CODES_PER_PATCH
     fusion_num_layers: int = 3
     fusion_layer_norm_eps: float = 1e-5
     quantizer_num_layers: int = 3
@@ -388,6 +392,7 @@ class ViQConfig(ConfigLoaderHook, PreTrainedConfig):
 
 
 __all__ = [
+    "CODES_PER_PATCH",
     "DEFAULT_BOTTLENECK_DIM",
     "FSQ_LEVEL_PRESETS",
     "PROXIMAL_CONSTRAINTS",

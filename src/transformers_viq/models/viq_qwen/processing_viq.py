@@ -23,6 +23,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
 from transformers.utils import logging
 
+from ..viq.configuration_viq import CODES_PER_PATCH
 from ..viq.image_processing_viq import ViQImageProcessor
 from ..viq.validation_viq import check_codes, check_grid, pack_codes
 from .configuration_viq_qwen import PROJECTOR_TYPES, get_num_image_tokens
@@ -120,8 +121,8 @@ class ViQProcessor(ProcessorMixin):
 
     valid_processor_kwargs = ViQProcessorKwargs
     image_token = "<|image_pad|>"
-    # ViQ emits this many codes per 16x16 patch (`ViQConfig.codes_per_patch` of every released tokenizer).
-    codes_per_patch = 4
+    # codes per 16x16 patch of the tokenizer the codes come from (every released one)
+    codes_per_patch = CODES_PER_PATCH
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""The leaf modules: one copy of each check (same wording everywhere), one image reader, atomic writes, logging."""
+"""Pieces written once: the checks of codes and grids (same wording everywhere), the image reader, atomic writes,
+logging."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_codes_outside_the_codebook_name_the_image():
     assert check_codes(np.arange(8, dtype=np.uint16), [(1, 2)]).dtype == torch.int64
 
 
-# ---- image_io: one reader for paths, bytes, datasets dicts, PIL and arrays --------------------------------------
+# ---- decoding (the image processor's, used by image_io): paths, bytes, datasets dicts, PIL and arrays ----------
 def test_every_source_decodes_to_the_same_array(tmp_path):
     array = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     path = tmp_path / "a.png"
