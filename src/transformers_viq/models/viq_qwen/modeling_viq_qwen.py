@@ -461,7 +461,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             qwen (`str`, `os.PathLike` or `Qwen2ForCausalLM`):
                 A Qwen2.5 checkpoint (e.g. `"Qwen/Qwen2.5-0.5B-Instruct"`) or a loaded model.
             viq_size (`str`, *optional*):
-                Size of the authors' layout to read `viq` from (`"16k"`, ...).
+                Size of the authors' layout to read `viq` from (`"16k"`, ...; read by the checkpoint loader that
+                `import transformers_viq` installs).
             projector_type (`str`, *optional*, defaults to `"pooled"`):
                 `"pooled"` (released) or `"mlp"`.
             image_token_id (`int`, *optional*, defaults to 151655):
@@ -482,7 +483,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         if dtype is not None:
             load_kwargs["dtype"] = dtype
         if not isinstance(viq, ViQModel):
-            viq = ViQModel.from_pretrained(viq, viq_size=viq_size, **load_kwargs)
+            size = {} if viq_size is None else {"viq_size": viq_size}  # read by the package's checkpoint loader
+            viq = ViQModel.from_pretrained(viq, **size, **load_kwargs)
         if not include_decoder and viq.config.include_decoder:
             viq.latent_head = viq.vae = None
             viq.config.include_decoder = False
