@@ -804,4 +804,13 @@ class ViQImageProcessor(PilBackend):
         return outputs
 
 
-__all__ = ["ViQImageProcessor", "ViQImageProcessorKwargs", "convert_image_to_patches", "smart_resize"]
+__all__ = [
+    "ViQImageProcessor",
+    "ViQImageProcessorKwargs",
+    "convert_image_to_patches",
+    "decode_array",
+    "decode_image",
+    "decode_pil",
+    "open_image",
+    "smart_resize",
+]
