@@ -49,7 +49,7 @@ from transformers_viq.extraction import (
     pack_by_pixels,
     write_code_shard,
 )
-from transformers_viq.image_io import open_image
+from transformers_viq.models.viq.image_processing_viq import open_image
 
 import harness
 

@@ -9,10 +9,10 @@ Stages (each in its own try/except: a failure is recorded in the report and the 
 1. preflight (seconds, before anything heavy): the cases exist in `tests/fixtures/parity/manifest.json`, their `.npz`,
    decoded PNGs and sample images are on disk, the device is there. A missing fixture stops the run here, with exit
    status 2 and a message naming the file;
-2. per parity case: the deterministic random checkpoint of `tests/reference_checkpoint.py::make_reference_state_dict`
-   (generated on the CPU, its sha256 checked against the manifest), converted with `ViQModel.from_original_state_dict`,
-   loaded once in fp32 on the CPU with `ViQModel.from_pretrained(None, config=..., state_dict=...)`, then moved to the
-   device (fp32) and copied and cast to bf16 there;
+2. per parity case: the deterministic random checkpoint of
+   `transformers_viq/testing/reference_checkpoint.py::make_reference_state_dict` (generated on the CPU, its sha256
+   checked against the manifest), converted and loaded once in fp32 on the CPU with
+   `original_checkpoint.viq_model_from_original`, then moved to the device (fp32) and copied and cast to bf16 there;
 3. for each variant (`fp32-sdpa`, `bf16-sdpa`, `bf16-flash`) the fixture images (`ViQImageProcessor(do_resize=False)`,
    one packed call): code agreement with the official fp32 codes and with our fp32 (and bf16-sdpa) codes, the
    quantizer inputs, the features and the pooled embedding computed from the official codes (max |diff|, cosine) and
@@ -65,7 +65,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 import transformers_viq  # noqa: E402
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel  # noqa: E402
-from transformers_viq.modeling_viq import resolve_packed_attention  # noqa: E402
+from transformers_viq.models.viq.modeling_viq import resolve_packed_attention  # noqa: E402
 
 from harness import (  # noqa: E402
     RunLog,
@@ -85,7 +85,7 @@ VARIANTS = {  # name -> (dtype, attention implementation)
     "bf16-flash": (torch.bfloat16, "flash_attention_2"),
 }
 SIZE_NAMES = {15360: "16k", 64000: "64k"}
-# The bounds of tests/test_parity_official.py (fp32 on CPU); applied to the fp32 rows for information.
+# The bounds of tests/models/viq/test_parity_official.py (fp32 on CPU); applied to the fp32 rows for information.
 FP32_CODE_BAR, FP32_ATOL, FP32_PIXEL_BAR = 0.999, 1e-4, 1
 LOG = RunLog("gpu-check")  # log("...") prints with the run's clock; elapsed() is its seconds
 log, elapsed = LOG, LOG.elapsed
@@ -182,6 +182,7 @@ def state_dict_sha256(state_dict: dict) -> str:
 def build_fp32_model(levels, codebook_size: int, layers: int, seed: int, with_decoder: bool, expected_sha: str | None,
                      info: dict) -> ViQModel:  # fmt: skip
     """The reference checkpoint, generated on the CPU, converted and loaded in fp32 on the CPU."""
+    from transformers_viq.original_checkpoint import viq_model_from_original
     from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
     config = ViQConfig.from_preset(SIZE_NAMES[codebook_size], vision_config={"num_hidden_layers": layers},
@@ -206,8 +207,8 @@ def build_fp32_model(levels, codebook_size: int, layers: int, seed: int, with_de
     else:
         info["sha256_matches_manifest"] = None  # without the VAE keys the digest cannot be compared
     start = time.perf_counter()
-    model = ViQModel.from_original_state_dict(original, config, dtype=torch.float32,
-                                              attn_implementation="sdpa").eval()  # fmt: skip
+    model = viq_model_from_original(original, config, dtype=torch.float32,
+                                    attn_implementation="sdpa").eval()  # fmt: skip
     del original
     gc.collect()
     info["load_s"] = round(time.perf_counter() - start, 1)

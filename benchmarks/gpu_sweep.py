@@ -55,7 +55,7 @@ from transformers.utils import logging as hf_logging
 
 import transformers_viq
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
-from transformers_viq.modeling_viq import resolve_packed_attention
+from transformers_viq.models.viq.modeling_viq import resolve_packed_attention
 
 from harness import RunLog, StageReport, encode_flops, format_table, free_memory, make_inputs, parse_size, synchronize
 

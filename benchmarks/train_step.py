@@ -54,6 +54,7 @@ from PIL import Image
 
 import transformers_viq  # noqa: F401  (registers the Auto classes)
 from transformers_viq import ViQConfig, ViQForConditionalGeneration, ViQQwenConfig, get_num_image_tokens
+from transformers_viq.models.viq.configuration_viq import CODES_PER_PATCH
 from transformers_viq.training import freeze
 
 from harness import encode_flops, format_table
@@ -360,7 +361,7 @@ def measure(args, name: str, seq_len: int, budget_end: float) -> Row:
 # ----------------------------------------------------------------------------------------------------------------
 # Stored bytes per sample
 # ----------------------------------------------------------------------------------------------------------------
-def storage_rows(codes_per_patch: int = 4, patch: int = 16) -> list[list[str]]:
+def storage_rows(codes_per_patch: int = CODES_PER_PATCH, patch: int = 16) -> list[list[str]]:
     """Bytes of one image as raw RGB, PNG, JPEG (quality 95 and 75) and ViQ codes (uint16), for the benchmark's
     image sizes, from the bundled sample photographs resized to each size (mean over the photos)."""
     photos = [p for p in sorted((REPO / "assets" / "samples").glob("*.png")) if "small" not in p.name]

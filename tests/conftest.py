@@ -30,7 +30,7 @@ def authors_layout(tmp_path_factory) -> Path:
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("RUN_SLOW", "0") not in ("1", "true", "yes"):
-        skip = pytest.mark.skip(reason="slow: full-size check, set RUN_SLOW=1 to run")
+        skip = pytest.mark.skip(reason="slow: set RUN_SLOW=1 to run")
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip)

@@ -381,6 +381,7 @@ def test_process_environment_as_torchrun_sets_it():
         assert process_device("auto", 1) == "auto" and process_device("cpu", 1) == "cpu"
 
 
+@pytest.mark.slow  # in-process: test_two_ranks_cover_everything_once, test_process_environment_as_torchrun_sets_it
 def test_two_processes_under_torchrun_equal_one_process(tmp_path, mixed_dir, tiny, serial_run):
     """`torchrun --nproc_per_node 2 -m transformers_viq.cli extract ...` on CPU gives the dataset of one process."""
     out = tmp_path / "codes"

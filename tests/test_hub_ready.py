@@ -8,12 +8,14 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModel
 
+import transformers_viq
 from transformers_viq import (
     FSQ_LEVEL_PRESETS,
     ViQConfig,
@@ -36,6 +38,9 @@ def tiny_presets(monkeypatch):
 
 def _suggested_calls(message: str) -> list[str]:
     return re.findall(r"\w+\.from_pretrained\([^()]*(?:\([^()]*\))?[^()]*\)", message)
+
+
+PACKAGE = Path(transformers_viq.__file__).parent
 
 
 def test_the_authors_layout_without_a_size_says_which_call_works(authors_layout, tiny_presets):
@@ -123,6 +128,23 @@ result["causal_lm"] = type(AutoModelForCausalLM.from_pretrained(vlm_dir, trust_r
 result["classes"] = [type(o).__module__ for o in (viq, image_processor, vlm, processor)]
 print("\\nRESULT " + json.dumps(result))
 """
+
+
+def test_pushed_bundles_carry_model_files_only(tmp_path):
+    """The code that travels with a pushed model: at most 5 files for a tokenizer, 8 for a VLM, all from `models/`."""
+    tokenizer = qwen_tokenizer()
+    viq = save_for_hub([make_tiny_model(), ViQImageProcessor()], tmp_path / "viq", card="A tiny tokenizer.")
+    vlm = save_for_hub([make_tiny_vlm(tokenizer), ViQProcessor(tokenizer=tokenizer)], tmp_path / "vlm", card="A VLM.")
+    viq_code, vlm_code = ({name for name in files if name.endswith(".py")} for files in (viq, vlm))
+    model_files = {path.name for path in (PACKAGE / "models").rglob("*.py")} - {"__init__.py"}
+    assert viq_code <= model_files and vlm_code <= model_files, (viq_code | vlm_code) - model_files
+    assert {"configuration_viq.py", "modeling_viq.py", "image_processing_viq.py"} <= viq_code and len(viq_code) <= 5
+    assert viq_code | {"configuration_viq_qwen.py", "modeling_viq_qwen.py", "processing_viq.py"} == vlm_code
+    assert len(vlm_code) <= 8
+    for name in vlm_code:  # flat: no import reaches outside the folder the files land in
+        source = (tmp_path / "vlm" / name).read_text()
+        assert not re.search(r"^\s*from \.\.", source, flags=re.MULTILINE), name
+        assert "transformers_viq" not in re.findall(r"^\s*(?:from|import) (\w+)", source, flags=re.MULTILINE), name
 
 
 def test_pushed_models_load_with_transformers_alone(tmp_path):

@@ -16,7 +16,7 @@ from scipy import ndimage, stats
 from transformers import Qwen2Config, Qwen2ForCausalLM, TrainingArguments
 
 from transformers_viq import ViQImageProcessor, ViQModel
-from transformers_viq.modeling_viq import width_scaled_std
+from transformers_viq.models.viq.modeling_viq import width_scaled_std
 from transformers_viq.synthetic import (
     BACKGROUNDS,
     CHANCE,

@@ -223,7 +223,7 @@ def test_push_tokenizer_with_card(fake_hub):
     assert api.calls[0] == ("create_repo", "someone/tiny-viq", True, True)
     assert api.calls[1][2] == "Upload ViQModel, ViQImageProcessor with model card"
     weights = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"}
-    code = {"configuration_viq.py", "modeling_viq.py", "image_processing_viq.py", "original_checkpoint.py"}
+    code = {"configuration_viq.py", "modeling_viq.py", "image_processing_viq.py"}
     assert weights | code <= set(api.files) and all(name.endswith(".py") for name in set(api.files) - weights)
     assert json.loads(api.files["config.json"])["auto_map"] == {
         "AutoConfig": "configuration_viq.ViQConfig", "AutoModel": "modeling_viq.ViQModel"}  # fmt: skip
@@ -311,13 +311,13 @@ def test_default_card_of_a_tokenizer_model():
     assert 'AutoModel.from_pretrained("me/viq-8k")' in card.text
 
 
-def test_model_push_to_hub_methods_use_viq_cards(fake_hub):
+def test_default_cards_of_pushed_models_are_viq_cards(fake_hub):
     model = make_tiny_model()
-    model.push_to_hub("me/tiny-viq", image_processor=ViQImageProcessor())
+    push_to_hub_with_card([model, ViQImageProcessor()], "me/tiny-viq")
     torch.manual_seed(0)
     vlm = ViQForConditionalGeneration(ViQQwenConfig(vision_config=model.config.to_dict(), text_config=dict(TINY_TEXT)))
-    vlm.push_to_hub("me/vlm", processor=ViQProcessor(tokenizer=qwen_tokenizer()), base_model=QWEN,
-                    training_details="Two steps of SFT on a toy set.")  # fmt: skip
+    push_to_hub_with_card([vlm, ViQProcessor(tokenizer=qwen_tokenizer())], "me/vlm", base_model=QWEN,
+                          training_details="Two steps of SFT on a toy set.")  # fmt: skip
     tokenizer_api, vlm_api = fake_hub
     assert front_matter(tokenizer_api.files["README.md"].decode())["pipeline_tag"] == "image-feature-extraction"
     assert "preprocessor_config.json" in tokenizer_api.files

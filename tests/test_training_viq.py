@@ -22,7 +22,11 @@ from transformers import AutoModel, TrainingArguments
 
 import transformers_viq
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel, ViQVisionConfig, ViQVisionModel
-from transformers_viq.original_checkpoint import resize_position_table
+from transformers_viq.original_checkpoint import (
+    resize_position_table,
+    vision_model_from_original,
+    vision_model_from_siglip2,
+)
 from transformers_viq.testing import TINY_VAE, free_port, make_tiny_model, qwen_tokenizer, tiny_config
 from transformers_viq.testing.reference_checkpoint import make_siglip2_state_dict, make_stage1_state_dict
 from transformers_viq.testing.training import (
@@ -119,7 +123,7 @@ def test_published_stage1_file_loads_and_encodes(tmp_path):
         ViQVisionModel.from_pretrained(str(tmp_path), stage1_encoder="giant")
     state[prefix + "blocks.0.attn.surprise"] = torch.zeros(1)
     with pytest.raises(ValueError, match="blocks.0.attn.surprise"):
-        ViQVisionModel.from_original_state_dict(state, config)
+        vision_model_from_original(state, config)
 
 
 @pytest.mark.parametrize("encoder", ["giant", "so400m"])
@@ -140,7 +144,7 @@ def test_full_width_stage1_file_loads_and_encodes(tmp_path):
     """The giant encoder's width and key names, 1 of its 40 blocks, with teacher and projector tensors to leave out."""
     state = make_stage1_state_dict(num_layers=1)
     config = ViQVisionConfig.from_preset("giant", num_hidden_layers=1)
-    model = ViQVisionModel.from_original_state_dict(state, config).eval()
+    model = vision_model_from_original(state, config).eval()
     with torch.no_grad():
         out = model(**images_inputs(((32, 48),)))
     assert out.last_hidden_state.shape == (6, 1536) and out.pooler_output.shape == (1, 1536)
@@ -154,13 +158,13 @@ def test_siglip2_open_clip_and_timm_teachers_load(tmp_path):
     from safetensors.torch import save_file
 
     save_file(timm, tmp_path / "model.safetensors")
-    teacher = ViQVisionModel.from_siglip2(tmp_path / "open_clip_pytorch_model.bin", num_attention_heads=4).eval()
-    from_timm = ViQVisionModel.from_siglip2(tmp_path / "model.safetensors", num_attention_heads=4).eval()
+    teacher = vision_model_from_siglip2(tmp_path / "open_clip_pytorch_model.bin", num_attention_heads=4).eval()
+    from_timm = vision_model_from_siglip2(tmp_path / "model.safetensors", num_attention_heads=4).eval()
     assert teacher.config.position_embedding_size == 4 and teacher.config.num_hidden_layers == 2
     inputs = images_inputs(((64, 64),))  # the tiny teacher's "384x384": its own 4x4 grid
     torch.testing.assert_close(teacher(**inputs).pooler_output, from_timm(**inputs).pooler_output)
 
-    student = ViQVisionModel.from_siglip2(open_clip, num_attention_heads=4, position_embedding_size=8)
+    student = vision_model_from_siglip2(open_clip, num_attention_heads=4, position_embedding_size=8)
     expected = resize_position_table(open_clip["visual.trunk.pos_embed"][0], 8)
     torch.testing.assert_close(student.embeddings.position_embedding.weight, expected)
     corner = torch.nn.functional.interpolate(open_clip["visual.trunk.pos_embed"][0].T.reshape(1, 32, 4, 4),
@@ -363,7 +367,7 @@ def _stage_inputs(assets, tmp_path, stage: str) -> str | None:
         torch.save(other, tmp_path / "other_siglip2.bin")
         return str(tmp_path / "other_siglip2.bin")
     if stage == "stage2_1":
-        stage1 = ViQVisionModel.from_siglip2(assets.teacher, num_attention_heads=TINY_HEADS, position_embedding_size=8)
+        stage1 = vision_model_from_siglip2(assets.teacher, num_attention_heads=TINY_HEADS, position_embedding_size=8)
         stage1.save_pretrained(tmp_path / "stage1")
         return str(tmp_path / "stage1")
     if stage == "stage2_2":

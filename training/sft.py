@@ -124,7 +124,7 @@ def main(script_args, training_args, model_args, viq_args):
     from trl import SFTTrainer
 
     import transformers_viq  # noqa: F401  (registers the Auto classes)
-    from transformers_viq import ViQImageProcessor
+    from transformers_viq import ViQImageProcessor, push_to_hub_with_card
     from transformers_viq.extraction import read_code_metadata
     from transformers_viq.logging_utils import get_logger
     from transformers_viq.training import (
@@ -276,9 +276,9 @@ def main(script_args, training_args, model_args, viq_args):
             f"{'packed to ' + str(training_args.max_length) + ' tokens' if packing else 'unpacked'}; "
             f"ViQ tokenizer {'trained' if viq_args.train_vision else 'frozen'}."
         )
-        saved.push_to_hub(
+        push_to_hub_with_card(
+            [saved, processor],
             repo_id,
-            processor=processor,
             base_model=card_base,
             training_details=details,
             token=training_args.hub_token,

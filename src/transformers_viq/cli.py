@@ -21,9 +21,9 @@ import textwrap
 import traceback
 from pathlib import Path
 
-from .configuration_viq import FSQ_LEVEL_PRESETS
 from .exit_codes import EXIT_HUB, EXIT_INCOMPATIBLE, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from .logging_utils import one_line
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .original_checkpoint import AUTHORS_REPO
 
 
@@ -239,9 +239,9 @@ def command_decode(args) -> int:
     import json
 
     from .codes_io import ViQCodes
+    from .models.viq.validation_viq import IncompatibleCodebookError
     from .original_checkpoint import is_original_layout
     from .pipeline import load_config, resolve_model
-    from .validation import IncompatibleCodebookError
     from .visualization import save_png
 
     (path,) = check_input_files([args.codes])
@@ -380,7 +380,7 @@ def command_extract(args) -> int:
         process_environment,
     )
     from .hub_utils import looks_like_path
-    from .validation import IncompatibleCodebookError
+    from .models.viq.validation_viq import IncompatibleCodebookError
 
     check_extraction_dependencies()  # the `eval` extra: say so before the model loads or anything is written
     dataset = args.dataset

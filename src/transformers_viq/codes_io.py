@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from .file_utils import atomic_path
-from .validation import check_codes, check_grid, check_same_codebook
+from .models.viq.configuration_viq import CODES_PER_PATCH
+from .models.viq.validation_viq import check_codes, check_grid, check_same_codebook
 
 
 FORMAT_NAME = "viq-codes"
@@ -60,7 +61,7 @@ class ViQCodes:
     fsq_levels: list[int]
     model: str | None = None
     viq_size: str | None = None
-    codes_per_patch: int = 4
+    codes_per_patch: int = CODES_PER_PATCH
     patch_size: int = 16
     images: list[dict] = field(default_factory=list)
 
@@ -165,7 +166,7 @@ class ViQCodes:
             fsq_levels=meta["fsq_levels"],
             model=meta.get("model"),
             viq_size=meta.get("viq_size"),
-            codes_per_patch=int(meta.get("codes_per_patch", 4)),
+            codes_per_patch=int(meta.get("codes_per_patch", CODES_PER_PATCH)),
             patch_size=int(meta.get("patch_size", 16)),
             images=list(meta.get("images") or []),
         )

@@ -20,9 +20,9 @@ import os
 import sys
 from pathlib import Path
 
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
 from .hub_utils import check_local_folder
 from .logging_utils import configure, get_logger
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
 from .original_checkpoint import AUTHORS_REPO
 
 
@@ -72,8 +72,9 @@ def convert_viq_checkpoint(
     """
     from transformers import AutoImageProcessor, AutoModel
 
-    from .image_processing_viq import ViQImageProcessor
-    from .modeling_viq import ViQModel
+    from .model_cards import push_to_hub_with_card
+    from .models.viq.image_processing_viq import ViQImageProcessor
+    from .models.viq.modeling_viq import ViQModel
 
     # A small pixel budget keeps the check fast; the processor saved with the model keeps the default budget.
     check_processor = ViQImageProcessor(max_pixels=max_pixels)
@@ -100,7 +101,7 @@ def convert_viq_checkpoint(
     logger.info(f"The converted model gives identical codes on {source_codes.numel()} codes")
     if push_to_hub:
         logger.info(f"Pushing to {push_to_hub}")
-        converted.push_to_hub(push_to_hub, image_processor=converted_processor)
+        push_to_hub_with_card([converted, converted_processor], push_to_hub)
     return {"codes_checked": source_codes.numel(), "codes_identical": identical, "output_dir": str(output_dir)}
 
 

@@ -44,7 +44,7 @@ def exit_code(error: BaseException) -> int:
     """The exit code of an error: 4 for a Hub or network failure anywhere in its chain, 3 for codes of another
     codebook, 2 for bad input (`FileNotFoundError`, `FileExistsError`, `ValueError`), 1 for anything else."""
     from .hub_utils import hub_error_reason
-    from .validation import IncompatibleCodebookError
+    from .models.viq.validation_viq import IncompatibleCodebookError
 
     if hub_error_reason(error) is not None:
         return EXIT_HUB

@@ -54,9 +54,9 @@ import numpy as np
 
 from .file_utils import atomic_path, write_json
 from .hub_utils import cached_dataset, looks_like_path, probe_dataset
-from .image_io import open_image
 from .logging_utils import get_logger, one_line, progress_bar
-from .validation import IncompatibleCodebookError, check_same_codebook
+from .models.viq.image_processing_viq import open_image
+from .models.viq.validation_viq import IncompatibleCodebookError, check_same_codebook
 
 
 logger = get_logger(__name__)
@@ -885,7 +885,7 @@ def extract_codes(
         processor = processor if processor is not None else model.image_processor
         model = model.model
     if processor is None:
-        from .image_processing_viq import ViQImageProcessor
+        from .models.viq.image_processing_viq import ViQImageProcessor
 
         processor = ViQImageProcessor()
     config = model.config

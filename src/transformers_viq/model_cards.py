@@ -17,9 +17,9 @@ Cards are rendered with `huggingface_hub.ModelCard.from_template` from the Jinja
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
+import ast
 import filecmp
+import importlib
 import json
 import math
 import os
@@ -32,8 +32,8 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
 
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
-from .image_processing_viq import ViQImageProcessor
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig
+from .models.viq.image_processing_viq import ViQImageProcessor
 
 
 TEMPLATES_DIR = Path(__file__).parent / "model_card_templates"
@@ -311,73 +311,99 @@ def write_presets(output_root: str | os.PathLike, sizes: Sequence[str] | None = 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-# The classes whose code travels with a saved model for transformers' remote-code route (`trust_remote_code=True`),
-# and the Auto classes they answer to. The VLM also answers to AutoModelForCausalLM (TRL's loader tries it) and its
-# base model to AutoModel.
-def _remote_code_classes() -> dict[type, str]:
-    from .configuration_viq_qwen import ViQQwenConfig
-    from .modeling_viq import ViQModel
-    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
-    from .processing_viq import ViQProcessor
+# The remote-code route (`trust_remote_code=True`): a saved model carries the code of its classes and an `auto_map`
+# naming them, so that transformers alone loads it. transformers' own copy (`register_for_auto_class`) follows
+# `from .name import` lines only, and the VLM's files import the tokenizer's folder (`from ..viq.modeling_viq import`);
+# the bundle is therefore written here: the files of the model folders that the classes need, flat, with the imports
+# of the sibling folder made local. Nothing outside `models/` may be needed (the layout test enforces that).
+def _auto_maps(obj) -> dict[str, dict[str, type]]:
+    """
+    `{file that obj.save_pretrained writes: {Auto class: class}}` for the ViQ classes (empty for anything else); a
+    `file:key` target is the dict under `key` in that file (the image processor's settings in a processor's file).
+    """
+    from .models.viq.modeling_viq import ViQModel
+    from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
+    from .models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
+    from .models.viq_qwen.processing_viq import ViQProcessor
 
-    return {ViQConfig: "AutoConfig", ViQQwenConfig: "AutoConfig", ViQModel: "AutoModel", ViQQwenModel: "AutoModel",
-            ViQForConditionalGeneration: "AutoModelForImageTextToText", ViQImageProcessor: "AutoImageProcessor",
-            ViQProcessor: "AutoProcessor"}  # fmt: skip
-
-
-def _extra_auto_map(obj) -> dict[str, str]:
-    from .modeling_viq_qwen import ViQForConditionalGeneration, ViQQwenModel
-
-    if isinstance(obj, ViQForConditionalGeneration):
-        module = ViQForConditionalGeneration.__module__.split(".")[-1]
-        return {"AutoModelForCausalLM": f"{module}.ViQForConditionalGeneration",
-                "AutoModel": f"{module}.{ViQQwenModel.__name__}"}  # fmt: skip
+    if isinstance(obj, ViQModel):
+        return {"config.json": {"AutoConfig": ViQConfig, "AutoModel": ViQModel}}
+    if isinstance(obj, (ViQForConditionalGeneration, ViQQwenModel)):
+        auto_map = {"AutoConfig": ViQQwenConfig, "AutoModel": ViQQwenModel}
+        if isinstance(obj, ViQForConditionalGeneration):  # TRL's loader tries AutoModelForCausalLM
+            auto_map.update(AutoModelForImageTextToText=ViQForConditionalGeneration,
+                            AutoModelForCausalLM=ViQForConditionalGeneration)  # fmt: skip
+        return {"config.json": auto_map}
+    if isinstance(obj, ViQImageProcessor):
+        return {"preprocessor_config.json": {"AutoImageProcessor": ViQImageProcessor}}
+    if isinstance(obj, ViQProcessor):
+        processor = {"AutoProcessor": ViQProcessor}
+        image_processor = {"AutoImageProcessor": ViQImageProcessor, **processor}
+        return {"processor_config.json": processor, "processor_config.json:image_processor": image_processor,
+                "tokenizer_config.json": processor}  # fmt: skip
     return {}
 
 
-@contextlib.contextmanager
-def _remote_code(enabled: bool):
-    """Within the block, `save_pretrained` of the ViQ classes also writes their code and an `auto_map`."""
-    classes = _remote_code_classes() if enabled else {}
-    previous = {cls: cls.__dict__.get("_auto_class", _UNSET) for cls in classes}
-    try:
-        for cls, auto_class in classes.items():
-            cls.register_for_auto_class(auto_class)
-        yield
-    finally:
-        for cls, value in previous.items():
-            if value is _UNSET:
-                del cls._auto_class  # back to the base class's `None`
-            else:
-                cls._auto_class = value
+def remote_code_files(classes) -> dict[str, str]:
+    """
+    `{file name: source}` of the code that `classes` need where only transformers is installed: each class's module
+    and, recursively, the model modules it imports relatively, flat, with `from ..<folder>.<module> import` rewritten
+    to `from .<module> import`.
+
+    Raises:
+        `ValueError` if one of those modules imports something of the package outside `models/` (a service), or two
+        of them have the same file name.
+    """
+    package_models = f"{__package__}.models."
+    files: dict[str, str] = {}
+    done: set[str] = set()
+    todo = [cls.__module__ for cls in classes]
+    while todo:
+        module = todo.pop()
+        if module in done:
+            continue
+        done.add(module)
+        path = Path(importlib.import_module(module).__file__)
+        source = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = f"{module.rsplit('.', node.level)[0]}.{node.module}"
+                if node.module is None or not target.startswith(package_models):
+                    raise ValueError(f"{path.name} imports {target}, which is no model module: a model pushed with "
+                                     "its code could not load it without this package.")  # fmt: skip
+                todo.append(target)
+        if path.name in files:
+            raise ValueError(f"Two model modules are named {path.name}; one flat folder cannot hold both.")
+        files[path.name] = re.sub(r"^(\s*)from \.+(?:\w+\.)*(\w+) import", r"\1from .\2 import", source,
+                                  flags=re.MULTILINE)  # fmt: skip
+    return files
 
 
-_UNSET = object()
+def _write_remote_code(obj, folder: Path) -> None:
+    """Add the code of `obj`'s classes and their `auto_map` to `folder`, where `obj.save_pretrained` wrote."""
+    auto_maps = _auto_maps(obj)
+    classes = {cls for auto_map in auto_maps.values() for cls in auto_map.values()}
+    for name, source in remote_code_files(sorted(classes, key=lambda cls: cls.__name__)).items():
+        (folder / name).write_text(source, encoding="utf-8")
+    for target, auto_map in auto_maps.items():
+        filename, _, key = target.partition(":")
+        path = folder / filename
+        if not path.is_file():
+            continue
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        entry = saved.get(key) if key else saved
+        if isinstance(entry, dict):
+            names = {auto_class: f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+                     for auto_class, cls in auto_map.items()}  # fmt: skip
+            entry["auto_map"] = {**(entry.get("auto_map") or {}), **names}
+            path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _save_one(obj, folder: Path, remote_code: bool) -> None:
-    """`obj.save_pretrained(folder)`, with the code and `auto_map` when asked, leaving `obj` itself unchanged."""
-    config = getattr(obj, "config", None)
-    if config is None:  # processors: `save_pretrained` writes the auto_map into the object; save a copy instead
-        obj = copy.deepcopy(obj) if remote_code else obj
-        with _remote_code(remote_code):
-            obj.save_pretrained(folder)
-        return
-    auto_map = config.__dict__.get("auto_map", _UNSET)
-    auto_map = auto_map if auto_map is _UNSET else copy.deepcopy(auto_map)
-    try:
-        with _remote_code(remote_code):
-            obj.save_pretrained(folder)
-    finally:  # `save_pretrained` wrote the auto_map into the model's config: put back what was there
-        if auto_map is _UNSET:
-            config.__dict__.pop("auto_map", None)
-        else:
-            config.auto_map = auto_map
-    extra = _extra_auto_map(obj) if remote_code else {}
-    if extra and (folder / "config.json").is_file():
-        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        saved["auto_map"] = {**saved.get("auto_map", {}), **extra}
-        (folder / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    """`obj.save_pretrained(folder)`, plus (with `remote_code`) the code of its classes and their `auto_map`."""
+    obj.save_pretrained(folder)
+    if remote_code:
+        _write_remote_code(obj, folder)
 
 
 def save_for_hub(

@@ -20,8 +20,16 @@ it repeat subsets of the same weights and are not needed. This module
   ([`TRUNK_TO_HF_KEY_MAPPING`], [`convert_trunk_state_dict`]; known other parts such as the Stage-1 teacher or the
   text tower are left out and counted, a 24x24 position table is upsampled bicubically to the model's grid).
 
-It imports no model class: `ViQModel.from_pretrained` uses it, and `convert_viq_original_to_hf.py` (the converter
-script) builds on both.
+* builds the models from such files ([`viq_model_from_original`], [`vision_model_from_original`],
+  [`vision_model_from_siglip2`]);
+* is the loader behind the ViQ classes' `from_pretrained` and `get_config_dict` ([`OriginalCheckpointLoader`]),
+  which `import transformers_viq` installs as their `checkpoint_loader`: that is how
+  `ViQModel.from_pretrained("XuminYu/ViQ_weights", viq_size="16k")`,
+  `AutoModel.from_pretrained("XuminYu/ViQ_weights", config=ViQConfig.from_preset("16k"))` and
+  `ViQVisionModel.from_pretrained("XuminYu/ViQ_weights", stage1_encoder="giant")` work, while the model files
+  themselves import nothing of this package's services.
+
+`convert_viq_original_to_hf.py` (the converter script) builds on it.
 """
 
 from __future__ import annotations
@@ -37,18 +45,22 @@ from pathlib import Path
 
 import torch
 
-from .configuration_viq import FSQ_LEVEL_PRESETS
 from .hub_utils import (
     HUB_KWARGS,
     HubUnreachableError,
     cached_file,
     check_local_folder,
+    check_model_source,
     ensure_fetchable,
     is_offline,
     looks_like_path,
     probe_file,
 )
 from .logging_utils import get_logger, one_line
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS, VISION_PRESETS, ViQConfig, ViQVisionConfig
+from .models.viq.modeling_viq import ViQModel
+from .models.viq.modeling_viq_continuous import ViQVisionModel
+from .models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
 
 
 logger = get_logger(__name__)
@@ -613,8 +625,246 @@ def convert_trunk_state_dict(
     return converted
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Models from published files, and the loader behind `from_pretrained`
+# ----------------------------------------------------------------------------------------------------------------
+_FROM_PRETRAINED_ONLY = ("config", "_from_auto", "adapter_kwargs", "trust_remote_code", "subfolder", "use_safetensors")
+
+
+def _load_dtype(kwargs: dict, state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """The dtype to build in, popped from `from_pretrained`-style `kwargs` (`"auto"` or none: the file's)."""
+    dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", "auto"))
+    if dtype is None or dtype == "auto":
+        return file_dtype(state_dict)
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def viq_model_from_original(state_dict, config: ViQConfig, *model_args, source: str | None = None, **kwargs):
+    r"""
+    A [`ViQModel`] from a state dict in the authors' published layout (already in memory), checked key by key.
+
+    Args:
+        state_dict (`dict[str, torch.Tensor]`): the published keys (`blocks.0.attn.qkv.weight`, ...).
+        config ([`ViQConfig`]): the architecture (e.g. `ViQConfig.from_preset("16k")`).
+        source (`str`, *optional*): where the tensors came from, for error messages.
+        kwargs: as for `from_pretrained` (`dtype`, `attn_implementation`, `device_map`, ...); `dtype="auto"` (the
+            default) keeps the file's dtype (fp32 for the released files).
+    """
+    dtype = _load_dtype(kwargs, state_dict)
+    converted = convert_original_state_dict(
+        state_dict,
+        ViQModel.expected_state_shapes(config),
+        include_decoder=config.include_decoder,
+        dtype=dtype,
+        description=f"a ViQ model with fsq_levels={config.fsq_levels}" + (f" ({source})" if source else ""),
+    )
+    for key in _FROM_PRETRAINED_ONLY:
+        kwargs.pop(key, None)
+    return ViQModel.from_pretrained(None, *model_args, config=config, state_dict=converted, dtype=dtype, **kwargs)
+
+
+def vision_config_from_weights(state_dict, num_attention_heads: int = 16, **overrides) -> ViQVisionConfig:
+    """
+    A [`ViQVisionConfig`] with the geometry a Stage-1 or SigLIP2 state dict implies (width, depth, MLP width, patch
+    size, position grid) and `num_attention_heads` (16 in every SigLIP2 giant / So400m model; it cannot be read from
+    weights). `overrides` win, e.g. `position_embedding_size=128` for a student initialised from a 24x24 teacher.
+    """
+    stripped, _ = strip_trunk_prefixes(state_dict)
+    return ViQVisionConfig(**{**trunk_geometry(stripped), "num_attention_heads": num_attention_heads, **overrides})
+
+
+def vision_model_from_original(state_dict, config: ViQVisionConfig | None = None, *, source=None, **kwargs):
+    r"""
+    A [`ViQVisionModel`] from a state dict in the published Stage-1 layout (with or without the training prefix
+    `base_model.model.model.vision_tower.vision_tower.`; the teacher and projector tensors such a dump may hold are
+    left out), a timm or an open_clip SigLIP2 checkpoint, checked key by key. A position table of another grid is
+    resized bicubically to the config's.
+
+    Args:
+        state_dict (`dict[str, torch.Tensor]`): the file's tensors.
+        config ([`ViQVisionConfig`], *optional*): the architecture; by default read from the weights (geometry) with
+            16 attention heads and a 128x128 position table, as in both published encoders.
+        source (`str`, *optional*): where the tensors came from, for messages (and the model's `name_or_path`).
+        kwargs: as for `from_pretrained` (`dtype` (`"auto"`: the file's), `attn_implementation`, `device_map`, ...).
+    """
+    if config is None:
+        config = vision_config_from_weights(state_dict, position_embedding_size=128)
+    dtype = _load_dtype(kwargs, state_dict)
+    converted = convert_trunk_state_dict(
+        state_dict,
+        ViQVisionModel.expected_state_shapes(config),
+        dtype=dtype,
+        description=f"a ViQ vision model ({config.num_hidden_layers} layers, width {config.hidden_size}, "
+        f"{config.position_embedding_size}x{config.position_embedding_size} positions)"
+        + (f" ({source})" if source else ""),
+    )
+    for key in _FROM_PRETRAINED_ONLY:
+        kwargs.pop(key, None)
+    model = ViQVisionModel.from_pretrained(None, config=config, state_dict=converted, dtype=dtype, **kwargs)
+    if source:
+        model.name_or_path = model.config._name_or_path = str(source)
+    return model
+
+
+def vision_model_from_siglip2(
+    checkpoint,
+    config: ViQVisionConfig | None = None,
+    position_embedding_size: int | None = None,
+    num_attention_heads: int = 16,
+    **kwargs,
+):
+    r"""
+    A [`ViQVisionModel`] from a fixed-resolution SigLIP2 checkpoint of open_clip (`open_clip_pytorch_model.bin`: keys
+    `visual.trunk.*`; the text tower and logit scale/bias are left out) or timm (`model.safetensors`, bare trunk
+    keys), e.g. `timm/ViT-gopt-16-SigLIP2-384` (giant) or `timm/ViT-SO400M-16-SigLIP2-384`.
+
+    Args:
+        checkpoint (`str`, `os.PathLike` or `dict[str, torch.Tensor]`): the file (`.bin`/`.pth` read safely,
+            `.safetensors`) or its state dict.
+        config ([`ViQVisionConfig`], *optional*): the architecture; by default the geometry of the weights with
+            `num_attention_heads` heads.
+        position_embedding_size (`int`, *optional*): side of the position table to build. `None` keeps the
+            checkpoint's (24 for the 384-px teachers: the self-distillation teacher); 128 gives the Stage-1 student,
+            whose table is the checkpoint's upsampled bicubically.
+        num_attention_heads (`int`, *optional*, defaults to 16): used when `config` is not given.
+        kwargs: as for `from_pretrained`.
+
+    The activation is the config's `hidden_act`, exact GELU by default as in the ViQ training code (SigLIP2 itself
+    was trained with the tanh approximation: pass a config with `hidden_act="gelu_pytorch_tanh"` for that).
+    """
+    source = None
+    if isinstance(checkpoint, (str, os.PathLike)):
+        source = os.fspath(checkpoint)
+        checkpoint = load_state_dict_file(source)
+    if config is None:
+        overrides = {} if position_embedding_size is None else {"position_embedding_size": position_embedding_size}
+        config = vision_config_from_weights(checkpoint, num_attention_heads=num_attention_heads, **overrides)
+    elif position_embedding_size is not None and position_embedding_size != config.position_embedding_size:
+        raise ValueError(
+            f"position_embedding_size={position_embedding_size} disagrees with the config's "
+            f"{config.position_embedding_size}; give one of them."
+        )
+    return vision_model_from_original(checkpoint, config, source=source, **kwargs)
+
+
+class OriginalCheckpointLoader:
+    """
+    The `checkpoint_loader` of the ViQ configs and models (see `ConfigLoaderHook` and `ModelLoaderHook` in the model
+    files), installed by `import transformers_viq` ([`install`]). It is given the class and transformers' own
+    `get_config_dict` / `from_pretrained` of that class, and adds, in front of them:
+
+    * for any name that looks like a local path and is no folder, "no folder NAME" before any Hub request;
+    * for a folder or Hub repo without `config.json`, an error that says which call loads it
+      ([`missing_config_error`]: the authors' layout, or neither layout);
+    * `viq_size=` on [`ViQModel`] (and a preset `config=` for a repo in the authors' layout, which is how
+      `AutoModel.from_pretrained(..., config=ViQConfig.from_preset(size))` arrives): the tokenizer read from
+      `ViQ/converted_<size>/model_viq_fsq_<size>.pth` (only that file fetched; the Hub cache offline);
+    * `stage1_encoder=` on [`ViQVisionModel`]: a published Stage-1 encoder (`anyres_vit/...`);
+    * for a damaged or partial weights file, an error that names the folder and says what to do.
+    """
+
+    def get_config_dict(self, config_class, get_config_dict, pretrained_model_name_or_path, **kwargs):
+        check_local_folder(pretrained_model_name_or_path, allow_file=True)
+        config_dict, unused = get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if not config_dict:
+            subfolder = kwargs.pop("subfolder", None) or ""
+            vlm = issubclass(config_class, ViQQwenConfig)
+            raise missing_config_error(pretrained_model_name_or_path, subfolder, vlm=vlm, **kwargs)
+        return config_dict, unused
+
+    def check_source(self, name, **hub_kwargs) -> None:
+        """A model that `from_pretrained` will read: a missing folder, or no network, said at once (not after
+        the downloaders' retries)."""
+        check_model_source(name, **hub_kwargs)
+
+    def from_pretrained(self, model_class, from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs):
+        if pretrained_model_name_or_path is None:  # a model from a state dict in memory
+            return from_pretrained(None, *model_args, **kwargs)
+        check_local_folder(pretrained_model_name_or_path, allow_file=True)
+        if issubclass(model_class, ViQModel):
+            return self._viq_model(from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
+        if issubclass(model_class, ViQVisionModel):
+            stage1_encoder = kwargs.pop("stage1_encoder", None)
+            if stage1_encoder is not None:
+                return _stage1_encoder(pretrained_model_name_or_path, stage1_encoder, **kwargs)
+        return _naming_damaged_files(from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
+
+    def _viq_model(self, from_pretrained, name, *model_args, viq_size: str | None = None, **kwargs):
+        config = kwargs.get("config")
+        subfolder = kwargs.get("subfolder") or ""
+        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        if viq_size is None and isinstance(config, ViQConfig) and config.preset is not None:
+            if is_original_layout(name, config.preset, subfolder, **hub_kwargs):
+                viq_size = config.preset
+        if viq_size is None:
+            try:
+                return _naming_damaged_files(from_pretrained, name, *model_args, **kwargs)
+            except OSError as error:  # e.g. a custom `config=` for a folder of .pth files: say which call works
+                if isinstance(error, OriginalLayoutError):
+                    raise
+                sizes = original_layout_sizes(name, subfolder, **hub_kwargs)
+                if not sizes:
+                    raise
+                raise OriginalLayoutError(original_layout_message(name, sizes, subfolder)) from error
+
+        _check_size(viq_size)
+        if config is None:
+            config = ViQConfig.from_preset(viq_size)
+        elif not isinstance(config, ViQConfig):
+            raise ValueError(f"`config` must be a ViQConfig, got {type(config).__name__}.")
+        elif config.preset != viq_size:
+            raise ValueError(
+                f"viq_size={viq_size!r} needs fsq_levels {list(FSQ_LEVEL_PRESETS[viq_size])}, but the config "
+                f"passed has {config.fsq_levels}."
+            )
+        for key in HUB_KWARGS:
+            kwargs.pop(key, None)
+        path = resolve_original_checkpoint(name, viq_size, subfolder, **hub_kwargs)
+        kwargs.pop("config", None)
+        model = viq_model_from_original(load_original_state_dict(path), config, *model_args, source=path, **kwargs)
+        model.name_or_path = model.config._name_or_path = str(name)
+        return model
+
+
+def _naming_damaged_files(from_pretrained, name, *model_args, **kwargs):
+    """transformers' `from_pretrained`, with a damaged weights file reported by folder and with what to do."""
+    try:
+        return from_pretrained(name, *model_args, **kwargs)
+    except Exception as error:
+        damaged = damaged_checkpoint_error(name, error)
+        if damaged is None:
+            raise
+        raise damaged from error
+
+
+def _stage1_encoder(name, encoder: str, **kwargs):
+    """A published Stage-1 encoder (`anyres_vit/...` of the authors' layout) as a [`ViQVisionModel`]."""
+    if encoder not in VISION_PRESETS:
+        raise ValueError(f"Unknown Stage-1 encoder {encoder!r}; expected one of {', '.join(VISION_PRESETS)}.")
+    config = kwargs.pop("config", None) or ViQVisionConfig.from_preset(encoder)
+    if not isinstance(config, ViQVisionConfig):
+        raise ValueError(f"`config` must be a ViQVisionConfig, got {type(config).__name__}.")
+    hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
+    subfolder = kwargs.pop("subfolder", "") or ""
+    path = resolve_stage1_checkpoint(name, encoder, subfolder, **hub_kwargs)
+    model = vision_model_from_original(load_original_state_dict(path), config, source=path, **kwargs)
+    model.name_or_path = model.config._name_or_path = str(name)
+    return model
+
+
+def install() -> None:
+    """Make [`OriginalCheckpointLoader`] the `checkpoint_loader` of the ViQ configs and models (idempotent)."""
+    from .models.viq.configuration_viq import ConfigLoaderHook
+    from .models.viq.modeling_viq import ModelLoaderHook
+
+    loader = OriginalCheckpointLoader()
+    ConfigLoaderHook.checkpoint_loader = loader
+    ModelLoaderHook.checkpoint_loader = loader
+
+
 __all__ = [
     "AUTHORS_REPO",
+    "OriginalCheckpointLoader",
     "HUB_KWARGS",
     "OriginalLayoutError",
     "ORIGINAL_FILENAME",
@@ -625,6 +875,7 @@ __all__ = [
     "TRUNK_TO_HF_KEY_MAPPING",
     "convert_original_state_dict",
     "convert_trunk_state_dict",
+    "install",
     "file_dtype",
     "is_original_layout",
     "load_original_state_dict",
@@ -639,4 +890,8 @@ __all__ = [
     "resolve_stage1_checkpoint",
     "strip_trunk_prefixes",
     "trunk_geometry",
+    "viq_model_from_original",
+    "vision_config_from_weights",
+    "vision_model_from_original",
+    "vision_model_from_siglip2",
 ]

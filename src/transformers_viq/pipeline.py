@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from .configuration_viq import FSQ_LEVEL_PRESETS
 from .hub_utils import (
     HubUnreachableError,
     check_local_folder,
@@ -43,6 +42,7 @@ from .hub_utils import (
 )
 from .image_io import image_size, load_rgb, resize_rgb
 from .logging_utils import get_logger, one_line, progress_bar
+from .models.viq.configuration_viq import FSQ_LEVEL_PRESETS
 from .original_checkpoint import AUTHORS_REPO, original_layout_sizes
 
 
@@ -121,7 +121,7 @@ def recorded_model_id(model_id: str) -> str:
 
 def load_config(model: str, size: str | None = None, **hub_kwargs):
     """The `ViQConfig` of a model without loading its weights (the preset for the authors' layout)."""
-    from .configuration_viq import ViQConfig
+    from .models.viq.configuration_viq import ViQConfig
 
     if size is not None:
         return ViQConfig.from_preset(size)
@@ -218,7 +218,7 @@ class ViQPipeline:
     """
 
     def __init__(self, model, image_processor=None, model_id: str | None = None, viq_size: str | None = None):
-        from .image_processing_viq import ViQImageProcessor
+        from .models.viq.image_processing_viq import ViQImageProcessor
 
         self.model = model
         self.image_processor = image_processor if image_processor is not None else ViQImageProcessor()
@@ -256,8 +256,8 @@ class ViQPipeline:
         """
         import torch
 
-        from .image_processing_viq import ViQImageProcessor
-        from .modeling_viq import ViQModel
+        from .models.viq.image_processing_viq import ViQImageProcessor
+        from .models.viq.modeling_viq import ViQModel
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}.")

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .file_utils import atomic_path
+from .models.viq.configuration_viq import CODES_PER_PATCH
 
 
 def font(size: int = 14):
@@ -172,8 +173,8 @@ def code_colours(codes) -> np.ndarray:
     return np.round(rgb * 255).astype(np.uint8)
 
 
-def codes_picture(image: np.ndarray, codes, grid_hw: tuple[int, int], codes_per_patch: int = 4, patch_size: int = 16,
-                  alpha: float = 0.5) -> np.ndarray:  # fmt: skip
+def codes_picture(image: np.ndarray, codes, grid_hw: tuple[int, int], codes_per_patch: int = CODES_PER_PATCH,
+                  patch_size: int = 16, alpha: float = 0.5) -> np.ndarray:  # fmt: skip
     """
     A picture of one image's codes: each `patch_size` square of the grid is split into `codes_per_patch` cells (a
     2x2 block for 4 codes: the patch's sub-codes in order, left to right then top to bottom), each cell filled with

@@ -4,7 +4,7 @@ in a checkout of the repository)."""
 
 import sys
 
-from . import main
+from ..demo import main
 
 
 sys.exit(main())

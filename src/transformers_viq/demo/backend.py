@@ -139,8 +139,8 @@ class DemoBackend:
         pipe = ViQPipeline.from_pretrained(model, size, device=device, dtype=dtype, max_pixels=max_pixels)
         vlm_model = vlm_processor = None
         if vlm is not None:
-            from ..modeling_viq_qwen import ViQForConditionalGeneration
-            from ..processing_viq import ViQProcessor
+            from ..models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration
+            from ..models.viq_qwen.processing_viq import ViQProcessor
 
             if looks_like_path(str(vlm)) and not os.path.isdir(os.path.expanduser(str(vlm))):
                 raise FileNotFoundError(f"no such VLM folder: {vlm}")
@@ -216,7 +216,8 @@ class DemoBackend:
         """
         from PIL import Image
 
-        from ..image_io import PIL_READ_ERRORS, load_rgb
+        from ..image_io import load_rgb
+        from ..models.viq.image_processing_viq import PIL_READ_ERRORS
 
         name = name or _name(path)
         _require_file(path, name, "there is no image in it")
@@ -327,7 +328,7 @@ class DemoBackend:
     def load_codes(self, path: str | os.PathLike, name: str | None = None) -> Decoded:
         """Read a codes file (`viq` format) and decode every image in it, at each image's recorded own size."""
         from ..codes_io import ViQCodes
-        from ..validation import IncompatibleCodebookError
+        from ..models.viq.validation_viq import IncompatibleCodebookError
 
         name = name or _name(path)
         _require_file(path, name, "it holds no codes")
@@ -357,7 +358,7 @@ class DemoBackend:
         """
         import torch
 
-        from ..validation import IncompatibleCodebookError
+        from ..models.viq.validation_viq import IncompatibleCodebookError
 
         if self.vlm is None:
             raise DemoInputError("This page runs without a VLM: start it with --vlm FOLDER to ask questions.")

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import BUNDLED_MODEL_NOTE, REPOSITORY, SPACE_CONFIG, bundled_paths
+from ..demo import BUNDLED_MODEL_NOTE, REPOSITORY, SPACE_CONFIG, bundled_paths
 
 
 SPACE_FILES = ("app.py", "requirements.txt", "README.md")

@@ -44,8 +44,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..image_io import load_rgb
 from ..logging_utils import get_logger, progress_bar
-from ..modeling_viq_qwen import ViQForConditionalGeneration
-from ..processing_viq import ViQProcessor
+from ..models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration
+from ..models.viq_qwen.processing_viq import ViQProcessor
 
 
 logger = get_logger(__name__)

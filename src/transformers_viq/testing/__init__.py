@@ -52,7 +52,7 @@ TINY_VISION = {
 
 def tiny_config(levels=(8, 8, 8, 6, 5), **overrides):
     """A `ViQConfig` with every stage of the real one at widths of 32 (patch size stays 16, the processor's)."""
-    from ..configuration_viq import ViQConfig
+    from ..models.viq.configuration_viq import ViQConfig
 
     vision = dict(TINY_VISION)
     vision.update(overrides.pop("vision_config", {}))
@@ -93,8 +93,8 @@ def calibration_images() -> list[np.ndarray]:
 
 def make_tiny_model(levels=(8, 8, 8, 6, 5), seed: int = 0, **overrides):
     """A tiny `ViQModel` in eval mode whose codes vary from patch to patch on natural and random images."""
-    from ..image_processing_viq import ViQImageProcessor
-    from ..modeling_viq import ViQModel
+    from ..models.viq.image_processing_viq import ViQImageProcessor
+    from ..models.viq.modeling_viq import ViQModel
     from ..training.calibration import calibrate_quantizer
 
     torch.manual_seed(seed)
@@ -120,8 +120,8 @@ def make_tiny_vlm(tokenizer=None, projector_type: str = "pooled", seed: int = 0,
     With `tokenizer` (e.g. [`qwen_tokenizer`]) the vocabulary and image token follow it; without, the vocabulary has
     300 ids and the image token is id 5.
     """
-    from ..configuration_viq_qwen import ViQQwenConfig
-    from ..modeling_viq_qwen import ViQForConditionalGeneration
+    from ..models.viq_qwen.configuration_viq_qwen import ViQQwenConfig
+    from ..models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration
 
     viq = viq if viq is not None else make_tiny_model(seed=seed)
     if tokenizer is not None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import TINY_VAE, qwen_tokenizer, tiny_text_config
+from ..testing import TINY_VAE, qwen_tokenizer, tiny_text_config
 from .reference_checkpoint import make_siglip2_state_dict
 
 
@@ -197,7 +197,7 @@ def fit_vae_stand_in(vae_path: str | os.PathLike, image_paths: list[str], steps:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from ..modeling_viq import with_single_frame_convolutions
+    from ..models.viq.modeling_viq import with_single_frame_convolutions
 
     generator = torch.Generator().manual_seed(seed)
     vae = with_single_frame_convolutions(AutoencoderKLQwenImage.from_pretrained(vae_path))

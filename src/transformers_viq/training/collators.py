@@ -16,7 +16,6 @@ refilled from `source`.
 
 from __future__ import annotations
 
-import copy
 import json
 import multiprocessing
 import os
@@ -26,36 +25,10 @@ import numpy as np
 import torch
 
 from ..logging_utils import get_logger
+from .data import conversation_of, num_images_of, with_image_items
 
 
 logger = get_logger(__name__)
-
-
-def _count_image_items(messages: list[dict]) -> int:
-    count = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            count += sum(1 for item in content if isinstance(item, dict) and item.get("type") == "image")
-    return count
-
-
-def with_image_items(messages: list[dict], num_images: int) -> list[dict]:
-    """The conversation with `num_images` image items in front of the first user turn, unless it already has them."""
-    found = _count_image_items(messages)
-    if found == num_images:
-        return messages
-    if found:
-        raise ValueError(f"The conversation has {found} image items but the row has {num_images} images.")
-    messages = copy.deepcopy(messages)
-    for message in messages:
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                content = [{"type": "text", "text": content}]
-            message["content"] = [{"type": "image"} for _ in range(num_images)] + list(content or [])
-            return messages
-    raise ValueError("The conversation has no user turn to put its images in.")
 
 
 class UnreadableImageError(ValueError):
@@ -138,8 +111,6 @@ class _ConversationCollator:
 
     # --- one sample ------------------------------------------------------------------------------------------------
     def conversation(self, row: dict[str, Any]) -> list[dict]:
-        from .data import conversation_of
-
         messages = conversation_of(row)
         num_images = self.num_images(row)
         return with_image_items(messages, num_images) if num_images else messages
@@ -319,12 +290,10 @@ class ViQImageCollator(_ConversationCollator):
     image_keys = ("pixel_values",)
 
     def num_images(self, row: dict[str, Any]) -> int:
-        from .data import num_images_of
-
         return num_images_of(row, "pixels")
 
     def image_inputs(self, row: dict[str, Any]) -> dict[str, Any]:
-        from ..image_io import open_image
+        from ..models.viq.image_processing_viq import open_image
 
         images = row.get("images")
         if images is None and row.get("image") is not None:

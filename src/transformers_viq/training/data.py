@@ -22,6 +22,7 @@ positions restart at 0, which the model turns into a block-diagonal causal mask)
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -155,6 +156,24 @@ def conversation_of(row: dict[str, Any]) -> list[dict]:
     return prompt + list(completion)
 
 
+def with_image_items(messages: list[dict], num_images: int) -> list[dict]:
+    """The conversation with `num_images` image items in front of the first user turn, unless it already has them."""
+    found = count_image_items(messages) or 0
+    if found == num_images:
+        return messages
+    if found:
+        raise ValueError(f"The conversation has {found} image items but the row has {num_images} images.")
+    messages = copy.deepcopy(messages)
+    for message in messages:
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                content = [{"type": "text", "text": content}]
+            message["content"] = [{"type": "image"} for _ in range(num_images)] + list(content or [])
+            return messages
+    raise ValueError("The conversation has no user turn to put its images in.")
+
+
 def num_images_of(row: dict[str, Any], kind: str) -> int:
     if kind == "codes":
         return len(row.get("image_grid_hw") or [])
@@ -202,7 +221,7 @@ def check_conversations(dataset, kind: str, batch_size: int = 1000) -> None:
 # Lengths and packing
 # ------------------------------------------------------------------------------------------------------------------
 def _sample_lengths_batch(batch, processor, kind: str, image_kwargs: dict) -> dict[str, list]:
-    from ..configuration_viq_qwen import get_num_image_tokens
+    from ..models.viq_qwen.configuration_viq_qwen import get_num_image_tokens
 
     rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
     lengths, errors = [], []
@@ -221,8 +240,6 @@ def _sample_lengths_batch(batch, processor, kind: str, image_kwargs: dict) -> di
                     grids.append((out_h // patch, out_w // patch))
             conversation = conversation_of(row)
             if grids and count_image_items(conversation) is None:
-                from .collators import with_image_items
-
                 conversation = with_image_items(conversation, len(grids))
             text = processor.apply_chat_template(conversation, tokenize=False)
             ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -390,6 +407,7 @@ __all__ = [
     "check_conversations",
     "conversation_of",
     "count_image_items",
+    "with_image_items",
     "image_size",
     "load_sft_dataset",
     "pack_by_length",

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from ..configuration_viq import QWEN_IMAGE_VAE_CONFIG, ViQConfig
 from ..logging_utils import get_logger
-from ..validation import check_grid
+from ..models.viq.configuration_viq import QWEN_IMAGE_VAE_CONFIG, ViQConfig
+from ..models.viq.validation_viq import check_grid
 from .arguments import ViQStageArguments
 from .losses import (
     discriminator_hinge_loss,
@@ -420,8 +420,8 @@ def load_vision_model(name_or_path: str, *, filename: str | None = None, stage1_
     or a raw checkpoint file (published Stage-1 `.pth`, open_clip `.bin`, timm `.safetensors`). For raw files the
     geometry comes from the weights, `position_embedding_size` (if given) resizes the position table bicubically.
     """
-    from ..modeling_viq_continuous import ViQVisionModel
-    from ..original_checkpoint import load_state_dict_file
+    from ..models.viq.modeling_viq_continuous import ViQVisionModel
+    from ..original_checkpoint import load_state_dict_file, vision_config_from_weights, vision_model_from_siglip2
 
     kwargs = {} if dtype is None else {"dtype": dtype}
     if stage1_encoder is not None:
@@ -432,8 +432,8 @@ def load_vision_model(name_or_path: str, *, filename: str | None = None, stage1_
         overrides = {"hidden_act": hidden_act}
         if position_embedding_size is not None:
             overrides["position_embedding_size"] = position_embedding_size
-        config = ViQVisionModel.config_from_weights(state, num_attention_heads=num_attention_heads, **overrides)
-        return ViQVisionModel.from_siglip2(state, config=config, **kwargs)
+        config = vision_config_from_weights(state, num_attention_heads=num_attention_heads, **overrides)
+        return vision_model_from_siglip2(state, config=config, **kwargs)
     model = ViQVisionModel.from_pretrained(path, **kwargs)
     if position_embedding_size is not None and model.config.position_embedding_size != position_embedding_size:
         raise ValueError(f"{name_or_path} has a {model.config.position_embedding_size}-wide position grid, not "
@@ -458,8 +458,8 @@ def _load_vae(args: ViQStageArguments):
 
 def _build_viq(args: ViQStageArguments):
     """The trained model of the stage, and how its weights were obtained."""
-    from ..modeling_viq import ViQModel
-    from ..modeling_viq_continuous import ViQVisionModel
+    from ..models.viq.modeling_viq import ViQModel
+    from ..models.viq.modeling_viq_continuous import ViQVisionModel
 
     if args.stage == "stage1":
         source = args.init_from or args.teacher_name_or_path
@@ -523,7 +523,7 @@ def _set_trainable(args: ViQStageArguments, viq) -> None:
 
 def build_stage(args: ViQStageArguments, training_args) -> StageComponents:
     """Assemble the model, data and collator of a stage (see the module docstring)."""
-    from ..image_processing_viq import ViQImageProcessor
+    from ..models.viq.image_processing_viq import ViQImageProcessor
     from .schedule import ResolutionSchedule
     from .stage_data import StageImageCollator, StageImageTextCollator, load_training_dataset
 

@@ -16,7 +16,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from ..logging_utils import get_logger
-from ..modeling_viq_qwen import ViQSoftmaxPooler
+from ..models.viq_qwen.modeling_viq_qwen import ViQSoftmaxPooler
 
 
 logger = get_logger(__name__)

@@ -58,8 +58,8 @@ def load_vlm(
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
     from ..hub_utils import check_local_folder
-    from ..modeling_viq_qwen import ViQForConditionalGeneration
-    from ..processing_viq import ViQProcessor
+    from ..models.viq_qwen.modeling_viq_qwen import ViQForConditionalGeneration
+    from ..models.viq_qwen.processing_viq import ViQProcessor
 
     for name in (model_name_or_path, viq, llm):  # a mistyped local path says so before anything loads
         if name:

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from transformers_viq.image_processing_viq import ViQImageProcessor, convert_image_to_patches, smart_resize
+from transformers_viq.models.viq.image_processing_viq import ViQImageProcessor, convert_image_to_patches, smart_resize
 
 
 PATCH = 16

@@ -13,10 +13,6 @@ import math
 
 from transformers import PreTrainedConfig
 
-from .logging_utils import get_logger
-
-
-logger = get_logger(__name__)
 
 # The five released codebooks. This table is the single source of truth for the presets: `from_preset`,
 # the model cards under `modeling_cards/` and the loader of the authors' layout all read it.
@@ -49,6 +45,10 @@ VISION_PRESETS: dict[str, dict] = {
     "so400m": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16},
 }
 
+# Sub-tokens (hence codes) each 16x16 patch is expanded into by every released tokenizer: the default of
+# `ViQConfig.codes_per_patch`, of the processor, of the checks of packed codes and of codes files.
+CODES_PER_PATCH = 4
+
 # Stage 2-1 of the paper replaces the quantizer by a bottleneck with a "proximal" constraint (the authors'
 # `VQ_LOW_LIMIT`): the names of the constraints and the default width of the bottleneck (paper: D = 128).
 QUANTIZERS = ("fsq", "proximal")
@@ -80,20 +80,26 @@ def without_empty_auto_map(output: dict) -> dict:
     return output
 
 
-def check_path(pretrained_model_name_or_path) -> None:
-    """A name that looks like a local path and is neither a folder nor a file: `NoSuchFolderError` ("no folder ...")
-    at once, before any Hub request."""
-    from .hub_utils import check_local_folder
+class ConfigLoaderHook:
+    """
+    `get_config_dict` (mixed into the ViQ configs) through the loader that the `transformers_viq` package installs as
+    `checkpoint_loader` when it is imported (`transformers_viq.original_checkpoint.OriginalCheckpointLoader`).
 
-    check_local_folder(pretrained_model_name_or_path, allow_file=True)
+    The loader says "no folder NAME" for a mistyped local path before any Hub request, and turns transformers' empty
+    dict for a folder or repo without `config.json` (from which `from_pretrained` would silently build the default
+    architecture) into an error that says which call loads it, e.g. the ViQ authors' published layout. The model files
+    import nothing of it: a copy of them pushed with a model (`trust_remote_code=True`) has no loader and reads
+    `config.json` with transformers' own code.
+    """
 
+    checkpoint_loader = None
 
-def missing_config(pretrained_model_name_or_path, vlm: bool = False, **kwargs) -> OSError:
-    """The error for a folder or repo without `config.json` (it says which call works for the authors' layout)."""
-    from .original_checkpoint import missing_config_error
-
-    subfolder = kwargs.pop("subfolder", None) or ""
-    return missing_config_error(pretrained_model_name_or_path, subfolder, vlm=vlm, **kwargs)
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        get_config_dict = super().get_config_dict
+        if cls.checkpoint_loader is None:
+            return get_config_dict(pretrained_model_name_or_path, **kwargs)
+        return cls.checkpoint_loader.get_config_dict(cls, get_config_dict, pretrained_model_name_or_path, **kwargs)
 
 
 class ViQVisionConfig(PreTrainedConfig):
@@ -173,7 +179,7 @@ class ViQVisionConfig(PreTrainedConfig):
         return cls(**{**VISION_PRESETS[name], **kwargs})
 
 
-class ViQConfig(PreTrainedConfig):
+class ViQConfig(ConfigLoaderHook, PreTrainedConfig):
     r"""
     Configuration of a [`ViQModel`]: the ViT trunk (`vision_config`), the fusion block, the position-aware FSQ head,
     the code embedder (codes -> LLM-ready features), the attention-pooling head and the latent head + Qwen-Image VAE
@@ -238,7 +244,7 @@ class ViQConfig(PreTrainedConfig):
 
     vision_config: dict | PreTrainedConfig | None = None
     fsq_levels: list[int] | None = None
-    codes_per_patch: int = 4
+    codes_per_patch: int = CODES_PER_PATCH
     fusion_num_layers: int = 3
     fusion_layer_norm_eps: float = 1e-5
     quantizer_num_layers: int = 3
@@ -359,16 +365,6 @@ class ViQConfig(PreTrainedConfig):
         return self.vae_config.get("z_dim", QWEN_IMAGE_VAE_CONFIG["z_dim"])
 
     @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        # Update: transformers returns an empty dict for a folder or repo without config.json, and `from_pretrained`
-        # then silently builds the default architecture; here that is an error saying what to load instead.
-        check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
-        config_dict, unused = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if not config_dict:
-            raise missing_config(pretrained_model_name_or_path, **kwargs)
-        return config_dict, unused
-
-    @classmethod
     def from_preset(cls, size: str, **kwargs) -> "ViQConfig":
         """
         The architecture of a released ViQ tokenizer.
@@ -396,6 +392,7 @@ class ViQConfig(PreTrainedConfig):
 
 
 __all__ = [
+    "CODES_PER_PATCH",
     "DEFAULT_BOTTLENECK_DIM",
     "FSQ_LEVEL_PRESETS",
     "PROXIMAL_CONSTRAINTS",

@@ -2,7 +2,7 @@
 """Checks of packed images and codes, written once for the model, the processors, the codes file and extraction.
 
 Every check raises a `ValueError` that names the argument, the image at fault and what was expected, with the same
-wording wherever it runs. This module imports only torch and NumPy.
+wording wherever it runs. This module imports only torch, NumPy and the configuration's constants.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from .configuration_viq import CODES_PER_PATCH
 
 
 class IncompatibleCodebookError(ValueError):
@@ -60,7 +62,7 @@ def _image_of(position: int, counts: Sequence[int]) -> int:
 def check_codes(
     image_codes,
     grid_hw: Sequence[tuple[int, int]],
-    codes_per_patch: int = 4,
+    codes_per_patch: int = CODES_PER_PATCH,
     codebook_size: int | None = None,
     name: str = "image_codes",
 ) -> torch.LongTensor:
@@ -114,7 +116,7 @@ def check_codes(
 def pack_codes(
     per_image_codes: Sequence,
     grid_hw: Sequence[tuple[int, int]],
-    codes_per_patch: int = 4,
+    codes_per_patch: int = CODES_PER_PATCH,
     codebook_size: int | None = None,
     name: str = "image_codes",
 ) -> torch.LongTensor:

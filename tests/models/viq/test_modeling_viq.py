@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModel
 
 from transformers_viq import FiniteScalarQuantizer, ViQImageProcessor, ViQModel
-from transformers_viq.modeling_viq import ViQGoldenGateRotaryEmbedding, ViQVisionEmbeddings
+from transformers_viq.models.viq.modeling_viq import ViQGoldenGateRotaryEmbedding, ViQVisionEmbeddings
 from transformers_viq.testing import make_tiny_model, tiny_config
 
 

@@ -4,7 +4,7 @@
 import torch
 from diffusers import AutoencoderKLQwenImage
 
-from transformers_viq.modeling_viq import build_qwen_image_vae
+from transformers_viq.models.viq.modeling_viq import build_qwen_image_vae
 from transformers_viq.testing import TINY_VAE
 
 

@@ -20,7 +20,7 @@ Images of different sizes travel as one packed sequence (`pixel_values` of shape
 batch, and nothing is padded to the largest image.
 
 Written from the paper and the numerics of the released checkpoints (their weights and the authors' inference code,
-github.com/yuxumin/ViQ; `tests/test_parity_official.py` checks the match); module and parameter names follow
+github.com/yuxumin/ViQ; `tests/models/viq/test_parity_official.py` checks the match); module and parameter names follow
 transformers' SigLIP2 / Qwen2-VL models.
 """
 
@@ -42,16 +42,15 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import is_flash_attention_requested
 
-from .configuration_viq import FSQ_LEVEL_PRESETS, ViQConfig, ViQVisionConfig, check_path
+from .configuration_viq import ViQConfig, ViQVisionConfig
 from .fsq import FiniteScalarQuantizer, ProximalProjection, implicit_codebook
-from .logging_utils import get_logger
-from .validation import check_codes, check_grid, check_pixels
+from .validation_viq import check_codes, check_grid, check_pixels
 
 
-logger = get_logger(__name__)
+logger = logging.get_logger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -998,22 +997,28 @@ class PackedAttentionChoice:
         return PackedSequence.from_lengths(lengths, device, backend=backend)
 
 
-class DamagedCheckpointErrors:
-    """`from_pretrained` names the folder or repo whose weights file is damaged, and says what to do."""
+class ModelLoaderHook:
+    """
+    `from_pretrained` (mixed into the ViQ models) through the loader that the `transformers_viq` package installs as
+    `checkpoint_loader` when it is imported (`transformers_viq.original_checkpoint.OriginalCheckpointLoader`).
+
+    The loader reads checkpoints that are not in Hugging Face format (`viq_size=` for a ViQ tokenizer and
+    `stage1_encoder=` for a Stage-1 encoder in the authors' published layout), says "no folder NAME" for a mistyped
+    local path before any Hub request, and names the folder whose weights file is damaged. The model files import
+    nothing of it: a copy of them pushed with a model (`trust_remote_code=True`) has no loader and loads Hugging Face
+    folders with transformers' own `from_pretrained`.
+    """
+
+    checkpoint_loader = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        if pretrained_model_name_or_path is not None:
-            check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        except Exception as error:
-            from .original_checkpoint import damaged_checkpoint_error
-
-            damaged = damaged_checkpoint_error(pretrained_model_name_or_path, error)
-            if damaged is None:
-                raise
-            raise damaged from error
+        from_pretrained = super().from_pretrained
+        if cls.checkpoint_loader is None:
+            return from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return cls.checkpoint_loader.from_pretrained(
+            cls, from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs
+        )
 
 
 REFERENCE_INIT_WIDTH = 1536  # the released trunk's width, where `initializer_range` is the released std
@@ -1032,7 +1037,7 @@ def width_scaled_std(initializer_range: float, fan_in: int) -> float:
     return initializer_range * (REFERENCE_INIT_WIDTH / fan_in) ** 0.5
 
 
-class ViQPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
+class ViQPreTrainedModel(ModelLoaderHook, PreTrainedModel):
     config: ViQConfig
     config_class = ViQConfig
     base_model_prefix = "viq"
@@ -1112,125 +1117,10 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
             model = cls._from_config(config)
         return {name: tensor.shape for name, tensor in model.state_dict().items()}
 
-    @classmethod
-    def from_original_state_dict(cls, state_dict, config: ViQConfig, *model_args, source: str | None = None, **kwargs):
-        r"""
-        A model from a state dict in the authors' published layout (already in memory), checked key by key.
-
-        Args:
-            state_dict (`dict[str, torch.Tensor]`): the published keys (`blocks.0.attn.qkv.weight`, ...).
-            config ([`ViQConfig`]): the architecture (e.g. `ViQConfig.from_preset("16k")`).
-            source (`str`, *optional*): where the tensors came from, for error messages.
-            kwargs: as for [`~PreTrainedModel.from_pretrained`] (`dtype`, `attn_implementation`, `device_map`, ...);
-                `dtype="auto"` (the default) keeps the file's dtype (fp32 for the released files).
-        """
-        from .original_checkpoint import convert_original_state_dict, file_dtype
-
-        dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", "auto"))
-        if dtype is None or dtype == "auto":
-            dtype = file_dtype(state_dict)
-        elif isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        converted = convert_original_state_dict(
-            state_dict,
-            cls.expected_state_shapes(config),
-            include_decoder=config.include_decoder,
-            dtype=dtype,
-            description=f"a ViQ model with fsq_levels={config.fsq_levels}" + (f" ({source})" if source else ""),
-        )
-        return super().from_pretrained(None, *model_args, config=config, state_dict=converted, dtype=dtype, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, viq_size: str | None = None, **kwargs):
-        r"""
-        Load a ViQ tokenizer from HF format (`config.json` + safetensors) or from the authors' published layout.
-
-        Args:
-            pretrained_model_name_or_path (`str` or `os.PathLike`):
-                Hub id or local folder.
-            viq_size (`str`, *optional*):
-                `"2k"`, `"4k"`, `"8k"`, `"16k"` or `"64k"`: read `ViQ/converted_<size>/model_viq_fsq_<size>.pth` of the
-                authors' layout (e.g. `"XuminYu/ViQ_weights"`), which has no `config.json`. Only that file is fetched,
-                and the Hub cache is used offline. Also taken when an explicit preset
-                `config=ViQConfig.from_preset(size)` is passed for a repo in that layout (which is how
-                `AutoModel.from_pretrained` reaches this path).
-            kwargs:
-                As for [`~PreTrainedModel.from_pretrained`] (`dtype` (`"auto"`: the file's, fp32 for the authors'
-                layout), `attn_implementation`, `device_map`, `subfolder`, `revision`, `cache_dir`,
-                `local_files_only`, `token`, ...).
-        """
-        from .original_checkpoint import (
-            HUB_KWARGS,
-            OriginalLayoutError,
-            is_original_layout,
-            load_original_state_dict,
-            original_layout_message,
-            original_layout_sizes,
-            resolve_original_checkpoint,
-        )
-
-        check_path(pretrained_model_name_or_path)
-        config = kwargs.get("config")
-        subfolder = kwargs.get("subfolder") or ""
-        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
-        if viq_size is None and isinstance(config, ViQConfig) and config.preset is not None:
-            if is_original_layout(pretrained_model_name_or_path, config.preset, subfolder, **hub_kwargs):
-                viq_size = config.preset
-        if viq_size is None:
-            try:
-                return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-            except OSError as error:  # e.g. a custom `config=` for a folder of .pth files: say which call works
-                if isinstance(error, OriginalLayoutError):
-                    raise
-                sizes = original_layout_sizes(pretrained_model_name_or_path, subfolder, **hub_kwargs)
-                if not sizes:
-                    raise
-                message = original_layout_message(pretrained_model_name_or_path, sizes, subfolder)
-                raise OriginalLayoutError(message) from error
-
-        if viq_size not in FSQ_LEVEL_PRESETS:
-            raise ValueError(f"Unknown ViQ size {viq_size!r}; expected one of {', '.join(FSQ_LEVEL_PRESETS)}.")
-        if config is None:
-            config = ViQConfig.from_preset(viq_size)
-        elif not isinstance(config, ViQConfig):
-            raise ValueError(f"`config` must be a ViQConfig, got {type(config).__name__}.")
-        elif config.preset != viq_size:
-            raise ValueError(
-                f"viq_size={viq_size!r} needs fsq_levels {list(FSQ_LEVEL_PRESETS.get(viq_size, ()))}, but the config "
-                f"passed has {config.fsq_levels}."
-            )
-        for key in ("config", "_from_auto", "adapter_kwargs", "trust_remote_code", "subfolder", "use_safetensors",
-                    *HUB_KWARGS):  # fmt: skip
-            kwargs.pop(key, None)
-        path = resolve_original_checkpoint(pretrained_model_name_or_path, viq_size, subfolder, **hub_kwargs)
-        state_dict = load_original_state_dict(path)
-        model = cls.from_original_state_dict(state_dict, config, *model_args, source=path, **kwargs)
-        model.name_or_path = str(pretrained_model_name_or_path)
-        model.config._name_or_path = str(pretrained_model_name_or_path)
-        return model
-
-    def push_to_hub(self, repo_id: str, *, image_processor=None, card=None, **kwargs):
-        r"""
-        Upload the model (and its image processor) with a ViQ tokenizer model card, in one commit.
-
-        Args:
-            repo_id (`str`): the Hub repository (created if missing).
-            image_processor ([`ViQImageProcessor`], *optional*): pushed alongside.
-            card (`huggingface_hub.ModelCard` or `str`, *optional*): defaults to `render_tokenizer_card(self.config)`.
-            kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr`, `remote_code` (see
-                `push_to_hub_with_card`).
-        """
-        from .model_cards import push_to_hub_with_card, render_tokenizer_card
-
-        if card is None:
-            card = render_tokenizer_card(self.config, repo_id=repo_id, remote_code=kwargs.get("remote_code", True))
-        return push_to_hub_with_card([self] + ([image_processor] if image_processor is not None else []),
-                                     repo_id, card, **kwargs)  # fmt: skip
-
     # ---- input checks -------------------------------------------------------------------------------------------
     def check_codes(self, image_codes, image_grid_hw) -> tuple[torch.LongTensor, list[tuple[int, int]]]:
         """
-        Validate packed codes against their grids and this model's codebook (see `validation.check_codes`).
+        Validate packed codes against their grids and this model's codebook (see `validation_viq.check_codes`).
 
         Returns the codes as an int64 tensor and the grid as a list of `(h, w)`.
         """

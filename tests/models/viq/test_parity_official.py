@@ -26,11 +26,13 @@ import torch
 from PIL import Image
 
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
+from transformers_viq.original_checkpoint import viq_model_from_original
 from transformers_viq.testing.reference_checkpoint import make_reference_state_dict
 
 
-FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLES = Path(__file__).parents[1] / "assets" / "samples"
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = REPO / "tests" / "fixtures"
+SAMPLES = REPO / "assets" / "samples"
 MANIFEST = json.loads((FIXTURES / "parity" / "manifest.json").read_text())
 ATOL = RTOL = 1e-4
 # The pre-quantization values come out of the whole trunk (40 blocks at full size): float noise from different GEMM
@@ -44,7 +46,7 @@ def build_model(case: dict) -> ViQModel:
     size = {15360: "16k", 64000: "64k"}[case["codebook_size"]]
     config = ViQConfig.from_preset(size, vision_config={"num_hidden_layers": case["num_layers"]})
     original = make_reference_state_dict(levels, num_layers=case["num_layers"], seed=case["seed"])
-    model = ViQModel.from_original_state_dict(original, config, dtype=torch.float32).eval()
+    model = viq_model_from_original(original, config, dtype=torch.float32).eval()
     del original
     gc.collect()
     return model

@@ -1,4 +1,5 @@
-"""The leaf modules: one copy of each check (same wording everywhere), one image reader, atomic writes, logging."""
+"""Pieces written once: the checks of codes and grids (same wording everywhere), the image reader, atomic writes,
+logging."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from PIL import Image
 
 from transformers_viq import ViQCodes, ViQImageProcessor, ViQProcessor
 from transformers_viq.file_utils import atomic_path, atomic_write, write_json
-from transformers_viq.image_io import check_image_file, decode_image, load_rgb, open_image
+from transformers_viq.image_io import check_image_file, load_rgb
 from transformers_viq.logging_utils import configure, get_logger, progress_bars_enabled
+from transformers_viq.models.viq.image_processing_viq import decode_image, open_image
+from transformers_viq.models.viq.validation_viq import check_codes, check_grid
 from transformers_viq.testing import make_tiny_model, qwen_tokenizer
-from transformers_viq.validation import check_codes, check_grid
 
 
 # ---- validation: the model, the processor and the codes file say the same thing --------------------------------
@@ -54,7 +56,7 @@ def test_codes_outside_the_codebook_name_the_image():
     assert check_codes(np.arange(8, dtype=np.uint16), [(1, 2)]).dtype == torch.int64
 
 
-# ---- image_io: one reader for paths, bytes, datasets dicts, PIL and arrays --------------------------------------
+# ---- decoding (the image processor's, used by image_io): paths, bytes, datasets dicts, PIL and arrays ----------
 def test_every_source_decodes_to_the_same_array(tmp_path):
     array = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     path = tmp_path / "a.png"

@@ -25,14 +25,14 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import logging
 
+from ..viq.modeling_viq import ModelLoaderHook, ViQModel
+from ..viq.validation_viq import check_grid
 from .configuration_viq_qwen import ViQQwenConfig, get_num_image_tokens
-from .logging_utils import get_logger
-from .modeling_viq import DamagedCheckpointErrors, ViQModel
-from .validation import check_grid
 
 
-logger = get_logger(__name__)
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _any_trainable(module: nn.Module) -> bool:
     return any(param.requires_grad for param in module.parameters())
 
 
-class ViQQwenPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
+class ViQQwenPreTrainedModel(ModelLoaderHook, PreTrainedModel):
     config: ViQQwenConfig
     config_class = ViQQwenConfig
     base_model_prefix = "model"
@@ -437,30 +437,6 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
                 model_inputs.pop(key, None)
         return model_inputs
 
-    def push_to_hub(
-        self, repo_id: str, *, processor=None, card=None, base_model=None, training_details=None, **kwargs
-    ):
-        r"""
-        Upload the model (and its processor) with a ViQ VLM model card (library_name, pipeline_tag
-        image-text-to-text, base_model, tags, licence, paper link, ViQ size, how to load, how it was trained).
-
-        Args:
-            repo_id (`str`): the Hub repository (created if missing).
-            processor ([`ViQProcessor`], *optional*): pushed alongside.
-            card (`huggingface_hub.ModelCard` or `str`, *optional*): defaults to `render_vlm_card(self.config, ...)`.
-            base_model (`str`, *optional*): the Qwen2.5 checkpoint it was built from (read from the config if a Hub
-                id).
-            training_details (`str`, *optional*): how it was trained (data, steps, learning rate, what was trained).
-            kwargs: `commit_message`, `token`, `private`, `revision`, `create_pr`, `remote_code` (see
-                `push_to_hub_with_card`).
-        """
-        from .model_cards import push_to_hub_with_card, render_vlm_card
-
-        if card is None:
-            card = render_vlm_card(self.config, base_model=base_model, training_details=training_details,
-                                   repo_id=repo_id, remote_code=kwargs.get("remote_code", True))  # fmt: skip
-        return push_to_hub_with_card([self] + ([processor] if processor is not None else []), repo_id, card, **kwargs)
-
     # ---- building and training helpers --------------------------------------------------------------------------
     @classmethod
     def from_viq_and_qwen(
@@ -485,7 +461,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             qwen (`str`, `os.PathLike` or `Qwen2ForCausalLM`):
                 A Qwen2.5 checkpoint (e.g. `"Qwen/Qwen2.5-0.5B-Instruct"`) or a loaded model.
             viq_size (`str`, *optional*):
-                Size of the authors' layout to read `viq` from (`"16k"`, ...).
+                Size of the authors' layout to read `viq` from (`"16k"`, ...; read by the checkpoint loader that
+                `import transformers_viq` installs).
             projector_type (`str`, *optional*, defaults to `"pooled"`):
                 `"pooled"` (released) or `"mlp"`.
             image_token_id (`int`, *optional*, defaults to 151655):
@@ -506,16 +483,16 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         if dtype is not None:
             load_kwargs["dtype"] = dtype
         if not isinstance(viq, ViQModel):
-            viq = ViQModel.from_pretrained(viq, viq_size=viq_size, **load_kwargs)
+            size = {} if viq_size is None else {"viq_size": viq_size}  # read by the package's checkpoint loader
+            viq = ViQModel.from_pretrained(viq, **size, **load_kwargs)
         if not include_decoder and viq.config.include_decoder:
             viq.latent_head = viq.vae = None
             viq.config.include_decoder = False
         if isinstance(qwen, PreTrainedModel):
             language = qwen
         else:
-            from .hub_utils import check_model_source
-
-            check_model_source(qwen, **load_kwargs)  # a missing folder or no network: said at once, not after retries
+            if cls.checkpoint_loader is not None:  # a missing folder or no network: said at once, not after retries
+                cls.checkpoint_loader.check_source(qwen, **load_kwargs)
             language = AutoModelForCausalLM.from_pretrained(qwen, **load_kwargs)
         if getattr(language, "model", None) is None or getattr(language, "lm_head", None) is None:
             raise ValueError(

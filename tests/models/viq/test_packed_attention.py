@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from transformers.utils import logging as hf_logging
 
 from transformers_viq import ViQImageProcessor
-from transformers_viq import modeling_viq as mv
-from transformers_viq.modeling_viq import PackedSequence, packed_attention, resolve_packed_attention
+from transformers_viq.models.viq import modeling_viq as mv
+from transformers_viq.models.viq.modeling_viq import PackedSequence, packed_attention, resolve_packed_attention
 
 
 CUDA = torch.device("cuda")
 CPU = torch.device("cpu")
-LOGGER = "transformers_viq.modeling_viq"
+LOGGER = "transformers_viq.models.viq.modeling_viq"
 
 
 def random_images(seed=0, sizes=((48, 80), (32, 32), (64, 16))):

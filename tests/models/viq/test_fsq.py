@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from transformers_viq import FSQ_LEVEL_PRESETS, FiniteScalarQuantizer
-from transformers_viq.fsq import implicit_codebook, round_ste
+from transformers_viq.models.viq.fsq import implicit_codebook, round_ste
 
 
 @pytest.mark.parametrize("size", list(FSQ_LEVEL_PRESETS))

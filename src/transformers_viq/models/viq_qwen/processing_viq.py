@@ -5,7 +5,7 @@ Images reach the model either as pixels (`pixel_values` + `image_grid_hw`, from 
 precomputed ViQ codes (`image_codes` + `image_grid_hw`, e.g. extracted once with `ViQModel.encode` and stored in a
 dataset). Either way the processor expands every `<|image_pad|>` placeholder in the text into as many copies as the
 projector turns that image into LLM positions, counted by
-[`~transformers_viq.configuration_viq_qwen.get_num_image_tokens`] (the one place the model reads the count from too).
+[`~configuration_viq_qwen.get_num_image_tokens`] (the one place the model reads the count from too).
 
 Structure adapted from transformers' `Qwen2VLProcessor` (placeholder expansion on top of `ProcessorMixin`); changed: a
 second way in through precomputed codes, the count comes from the ViQ projector, and the chat template renders an
@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
+from transformers.utils import logging
 
-from .codes_io import ViQCodes
+from ..viq.configuration_viq import CODES_PER_PATCH
+from ..viq.image_processing_viq import ViQImageProcessor
+from ..viq.validation_viq import check_codes, check_grid, pack_codes
 from .configuration_viq_qwen import PROJECTOR_TYPES, get_num_image_tokens
-from .image_processing_viq import ViQImageProcessor
-from .logging_utils import get_logger
-from .validation import check_codes, check_grid, pack_codes
 
 
 try:  # placeholders inside user text that `apply_chat_template(sanitize_control_tokens=True)` marked are plain text
@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - older transformers
     _UNMARKED = ""
 
 
-logger = get_logger(__name__)
+logger = logging.get_logger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -68,6 +68,14 @@ CHAT_TEMPLATE = (
     "    {{- '<|im_start|>assistant\\n' -}}\n"
     "{%- endif -%}\n"
 )
+
+
+def _is_codes_record(value) -> bool:
+    """
+    Whether `value` holds packed `codes` with their `image_grid_hw` as attributes: a `transformers_viq.ViQCodes` (a
+    codes file), recognised by its fields so that this file needs nothing outside the model folders.
+    """
+    return hasattr(value, "codes") and hasattr(value, "image_grid_hw") and not isinstance(value, (dict, np.ndarray))
 
 
 class ViQProcessorKwargs(ProcessingKwargs, total=False):
@@ -113,8 +121,8 @@ class ViQProcessor(ProcessorMixin):
 
     valid_processor_kwargs = ViQProcessorKwargs
     image_token = "<|image_pad|>"
-    # ViQ emits this many codes per 16x16 patch (`ViQConfig.codes_per_patch` of every released tokenizer).
-    codes_per_patch = 4
+    # codes per 16x16 patch of the tokenizer the codes come from (every released one)
+    codes_per_patch = CODES_PER_PATCH
 
     def __init__(
         self,
@@ -281,7 +289,7 @@ class ViQProcessor(ProcessorMixin):
 
     def _pack_image_codes(self, image_codes, image_grid_hw) -> tuple[np.ndarray, np.ndarray]:
         """Normalise the accepted forms of precomputed codes to packed `int64` codes and `(num_images, 2)` grids."""
-        if isinstance(image_codes, ViQCodes):
+        if _is_codes_record(image_codes):
             grids = image_codes.image_grid_hw.numpy().astype(np.int64)
             if image_grid_hw is not None and check_grid(image_grid_hw) != [tuple(g) for g in grids.tolist()]:
                 given = [list(g) for g in check_grid(image_grid_hw)]

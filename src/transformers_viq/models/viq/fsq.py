@@ -6,7 +6,8 @@ offset for even level counts follows the paper's appendix A.1. ViQ uses it with 
 authors' released code): the bound, the rounding and the index arithmetic always run in float32, rounding is
 round-half-to-even (`torch.round`), and the first dimension is the least-significant digit of an index.
 
-This module is a leaf: plain PyTorch, explicit arguments, no I/O, no distributed calls, no metrics.
+This module is a leaf: plain PyTorch (and the names of the proximal constraints, from the configuration), explicit
+arguments, no I/O, no distributed calls, no metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from .configuration_viq import PROXIMAL_CONSTRAINTS
 
 
 def round_ste(values: torch.Tensor) -> torch.Tensor:
@@ -156,12 +159,10 @@ class ProximalProjection(nn.Module):
             Floor of the norm in `"linf"` and `"l2"`.
     """
 
-    CONSTRAINTS = ("linf", "l2", "tanh", "none")
-
     def __init__(self, constraint: str, eps: float = 1e-6):
         super().__init__()
-        if constraint not in self.CONSTRAINTS:
-            raise ValueError(f"Unknown proximal constraint {constraint!r}; expected one of {self.CONSTRAINTS}.")
+        if constraint not in PROXIMAL_CONSTRAINTS:
+            raise ValueError(f"Unknown proximal constraint {constraint!r}; expected one of {PROXIMAL_CONSTRAINTS}.")
         self.constraint = constraint
         self.eps = eps
 

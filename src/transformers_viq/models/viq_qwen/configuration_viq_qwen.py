@@ -12,7 +12,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .configuration_viq import ViQConfig, check_path, missing_config, with_auto_map, without_empty_auto_map
+from ..viq.configuration_viq import ConfigLoaderHook, ViQConfig, with_auto_map, without_empty_auto_map
 
 
 PROJECTOR_TYPES = ("pooled", "mlp")
@@ -44,7 +44,7 @@ def get_num_image_tokens(grid_h: int, grid_w: int, projector_type: str = "pooled
     return rows * columns
 
 
-class ViQQwenConfig(PreTrainedConfig):
+class ViQQwenConfig(ConfigLoaderHook, PreTrainedConfig):
     r"""
     Configuration of [`ViQForConditionalGeneration`].
 
@@ -88,15 +88,6 @@ class ViQQwenConfig(PreTrainedConfig):
         vocab = getattr(self.text_config, "vocab_size", None)
         if vocab is not None and not 0 <= self.image_token_id < vocab:
             raise ValueError(f"`image_token_id` {self.image_token_id} is outside the text vocabulary (size {vocab}).")
-
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        # Update: a folder or repo without config.json is an error (transformers would build the default model).
-        check_path(pretrained_model_name_or_path)  # a mistyped local path says so, before any Hub request
-        config_dict, unused = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if not config_dict:
-            raise missing_config(pretrained_model_name_or_path, vlm=True, **kwargs)
-        return config_dict, unused
 
     def to_dict(self) -> dict:
         return without_empty_auto_map(super().to_dict())
