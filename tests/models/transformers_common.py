@@ -1,0 +1,208 @@
+"""
+transformers' own common tests, run on the ViQ classes as transformers runs them on its in-tree models.
+
+The mixins (`ModelTesterMixin`, `ConfigTester`, `ImageProcessingTestMixin`, `ProcessorTesterMixin`) live in the
+`tests/` folder of transformers' source distribution, not in its wheel, and this project copies none of them: this
+module downloads the sdist of the installed transformers version with pip and extracts its top-level `tests/*.py`
+into a cache folder (outside the repository), as the package `hf_common_tests` so that it cannot clash with this
+project's `tests/`.
+
+The sdist's `tests/` lacks some modules that those files import at their top. They are replaced by stand-ins that
+do exactly one thing each and say so:
+
+* `hf_common_tests.generation.test_utils.GenerationTesterMixin`: transformers' generation tests are not in the
+  sdist, so none of them can run here. The stand-in refuses to be subclassed, so no tester can claim that coverage;
+  this project's own tests check the generation behaviours (assisted decoding with images, generate with and
+  without `position_ids`).
+* `hf_common_tests.exporters.test_export.ExportTesterMixin`: a base class of `ModelTesterMixin`; the stand-in
+  adds no test (no `torch.export` test runs).
+* `hf_common_tests.utils.test_configuration_utils.config_common_kwargs`: values, each different from
+  `PreTrainedConfig`'s default, for the general config attributes that `ConfigTester` checks a config accepts.
+* `utils/fetch_hub_objects_for_ci.url_to_local_path`: transformers' CI maps test-file URLs to files it downloaded
+  beforehand; here the URL is returned as it is (tests that read such a file need the network).
+
+The package `parameterized`, which the test files import, is installed into the cache folder with pip.
+
+Use: `make common-tests` (or `python tests/models/transformers_common.py fetch`, then
+`RUN_SLOW=1 pytest tests/models/viq/test_common_viq.py tests/models/viq_qwen/test_common_viq_qwen.py`). The cache
+folder is `$VIQ_COMMON_TESTS_DIR`, by default `~/.cache/transformers-viq/common-tests/transformers-<version>`. The
+test files skip, with the reason, when it has not been fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+
+PACKAGE = "hf_common_tests"
+MODULES = ("test_modeling_common", "test_configuration_common", "test_image_processing_common",
+           "test_processing_common")  # fmt: skip
+
+STAND_INS = {
+    "generation/test_utils.py": '''"""
+Stand-in written by transformers-viq's harness, tests/models/transformers_common.py.
+
+transformers' tests/generation/ is not part of its source distribution, so its generate() common tests cannot run
+here. test_modeling_common imports this name at its top; subclassing it raises, so that no tester can claim the
+coverage it does not have.
+"""
+
+
+class GenerationTesterMixin:
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError(
+            "transformers' GenerationTesterMixin is not in its source distribution: the generation common tests "
+            "cannot run from it (this class is the harness's stand-in)."
+        )
+''',
+    "exporters/test_export.py": '''"""
+Stand-in written by transformers-viq's harness, tests/models/transformers_common.py.
+
+transformers' tests/exporters/ is not part of its source distribution. ModelTesterMixin derives from this class;
+the stand-in adds no test, so no torch.export common test runs.
+"""
+
+
+class ExportTesterMixin:
+    pass
+''',
+    "utils/test_configuration_utils.py": '''"""
+Stand-in written by transformers-viq's harness, tests/models/transformers_common.py.
+
+transformers' tests/utils/ is not part of its source distribution. ConfigTester builds a config from these general
+attributes and checks that each is kept; every value differs from PreTrainedConfig's default.
+"""
+
+config_common_kwargs = {
+    "return_dict": False,
+    "output_hidden_states": True,
+    "dtype": "float16",
+    "chunk_size_feed_forward": 5,
+    "architectures": ["ViQStandInModel"],
+    "problem_type": "regression",
+}
+''',
+}
+
+# test_processing_common and test_image_processing_common put `<sdist root>/utils` on sys.path and import this.
+URL_STAND_IN = '''"""Stand-in written by transformers-viq's harness, tests/models/transformers_common.py.
+
+transformers' CI downloads the files behind test URLs beforehand and maps each URL to its local copy; this harness
+downloads nothing, so the URL is returned as it is.
+"""
+
+
+def url_to_local_path(url, return_url_if_not_found=True):
+    return url
+'''
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def cache_dir(version: str | None = None) -> Path:
+    """The folder holding `hf_common_tests/`, `utils/` and `site/` (pip's target for `parameterized`)."""
+    root = os.environ.get("VIQ_COMMON_TESTS_DIR")
+    if root:
+        return Path(root)
+    version = version or transformers_version()
+    return Path.home() / ".cache" / "transformers-viq" / "common-tests" / f"transformers-{version}"
+
+
+def is_fetched(folder: Path | None = None) -> bool:
+    folder = folder or cache_dir()
+    return (folder / ".complete").is_file()
+
+
+def fetch(version: str | None = None, folder: Path | None = None) -> Path:
+    """Download transformers' sdist and lay out the importable test package in `folder` (nothing if done)."""
+    version = version or transformers_version()
+    folder = folder or cache_dir(version)
+    if is_fetched(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as download:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        f"transformers=={version}", "-d", download], check=True)  # fmt: skip
+        archives = list(Path(download).glob("transformers-*.tar.gz"))
+        if len(archives) != 1:
+            raise RuntimeError(f"Expected one transformers sdist from pip, got {[a.name for a in archives]}.")
+        package = folder / PACKAGE
+        package.mkdir(exist_ok=True)
+        with tarfile.open(archives[0]) as archive:
+            members = [m for m in archive.getmembers()
+                       if m.isfile() and len(Path(m.name).parts) == 3 and Path(m.name).parts[1] == "tests"
+                       and m.name.endswith(".py")]  # fmt: skip
+            missing = [name for name in MODULES if not any(Path(m.name).stem == name for m in members)]
+            if missing:
+                raise RuntimeError(f"transformers {version}'s sdist has no tests/{missing[0]}.py.")
+            for member in members:
+                (package / Path(member.name).name).write_bytes(archive.extractfile(member).read())
+    (package / "__init__.py").touch()
+    for relative, text in STAND_INS.items():
+        path = package / relative
+        path.parent.mkdir(exist_ok=True)
+        (path.parent / "__init__.py").touch()
+        path.write_text(text)
+    (folder / "utils").mkdir(exist_ok=True)
+    (folder / "utils" / "fetch_hub_objects_for_ci.py").write_text(URL_STAND_IN)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder / "site"),
+                    "parameterized==0.9.0"], check=True)  # fmt: skip
+    (folder / ".complete").write_text(version + "\n")
+    return folder
+
+
+def import_common(name: str):
+    """Import `hf_common_tests.<name>` from the fetched cache; raises `ModuleNotFoundError` if not fetched."""
+    folder = cache_dir()
+    if not is_fetched(folder):
+        raise ModuleNotFoundError(
+            f"transformers' common tests are not fetched into {folder}: run `make common-tests` (or "
+            "`python tests/models/transformers_common.py fetch`; needs pip's registry)."
+        )
+    for path in (folder / "site", folder):
+        if str(path) not in sys.path:
+            sys.path.append(str(path))
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+@contextlib.contextmanager
+def in_tree_base_models(names: dict[str, str]):
+    """
+    Within the block, transformers' static table of base models (`MODEL_MAPPING_NAMES`, model type -> class name)
+    also lists `names`. The mixins read that table to tell a base model (no head, no loss) from a model with a head:
+    e.g. `test_training` leaves base models out. ViQ's classes are registered at import, which fills the Auto
+    classes but not that table, so without this they would be tested as heads that forgot their loss.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    with mock.patch.dict(MODEL_MAPPING_NAMES, names):
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("command", choices=["fetch", "where"],
+                        help="fetch: download and lay out the tests; where: print their folder")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
+        print(fetch())
+    else:
+        print(cache_dir())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
