@@ -179,16 +179,20 @@ def import_common(name: str):
 
 
 @contextlib.contextmanager
-def in_tree_base_models(names: dict[str, str]):
+def in_tree_names(**tables: dict[str, str]):
     """
-    Within the block, transformers' static table of base models (`MODEL_MAPPING_NAMES`, model type -> class name)
-    also lists `names`. The mixins read that table to tell a base model (no head, no loss) from a model with a head:
-    e.g. `test_training` leaves base models out. ViQ's classes are registered at import, which fills the Auto
-    classes but not that table, so without this they would be tested as heads that forgot their loss.
+    Within the block, transformers' static name tables of `transformers.models.auto.modeling_auto` (e.g.
+    `MODEL_MAPPING_NAMES=`, model type -> class name) also list the given entries. The mixins read those tables to
+    know what a class is: `test_training` leaves base models (`MODEL_MAPPING_NAMES`) out and gives labels to the
+    classes of the causal-LM and image-text-to-text tables. ViQ's classes are registered at import, which fills the
+    Auto classes but not these tables; listing them here tests them as transformers tests its in-tree classes of
+    the same kind (the kinds they are registered as).
     """
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+    from transformers.models.auto import modeling_auto
 
-    with mock.patch.dict(MODEL_MAPPING_NAMES, names):
+    with contextlib.ExitStack() as stack:
+        for name, entries in tables.items():
+            stack.enter_context(mock.patch.dict(getattr(modeling_auto, name), entries))
         yield
 
 

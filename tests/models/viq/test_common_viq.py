@@ -41,7 +41,10 @@ GRIDS = [[2, 3], [3, 2], [2, 2]]
 
 @pytest.fixture(autouse=True, scope="module")
 def base_models_as_in_tree():
-    with transformers_common.in_tree_base_models({"viq": "ViQModel", "viq_vision_model": "ViQVisionModel"}):
+    # registered as AutoModel
+    with transformers_common.in_tree_names(
+        MODEL_MAPPING_NAMES={"viq": "ViQModel", "viq_vision_model": "ViQVisionModel"}
+    ):
         yield
 
 

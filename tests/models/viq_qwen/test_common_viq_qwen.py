@@ -57,7 +57,12 @@ GRID = (2, 2)  # every image: a 2x2 patch grid -> one pooled window, 1 * (1 + 1)
 
 @pytest.fixture(autouse=True, scope="module")
 def base_models_as_in_tree():
-    with transformers_common.in_tree_base_models({"viq_qwen": "ViQQwenModel"}):
+    # registered as: AutoModel, AutoModelForImageTextToText, AutoModelForCausalLM
+    with transformers_common.in_tree_names(
+        MODEL_MAPPING_NAMES={"viq_qwen": "ViQQwenModel"},
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES={"viq_qwen": "ViQForConditionalGeneration"},
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES={"viq_qwen": "ViQForConditionalGeneration"},
+    ):
         yield
 
 

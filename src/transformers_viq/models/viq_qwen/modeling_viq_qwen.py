@@ -330,7 +330,11 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
         if pixel_values is not None or image_codes is not None:
-            image_outputs = self.get_image_features(pixel_values, image_codes, image_grid_hw, return_dict=True)
+            # the tokenizer's own hidden states and attentions are asked for through `get_image_features` only
+            image_outputs = self.get_image_features(
+                pixel_values, image_codes, image_grid_hw, output_hidden_states=False, output_attentions=False,
+                return_dict=True,
+            )
         image_embeds = None
         if image_outputs is not None:
             image_embeds = torch.cat(tuple(image_outputs.pooler_output))
