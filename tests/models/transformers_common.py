@@ -19,7 +19,8 @@ do exactly one thing each and say so:
 * `hf_common_tests.utils.test_configuration_utils.config_common_kwargs`: values, each different from
   `PreTrainedConfig`'s default, for the general config attributes that `ConfigTester` checks a config accepts.
 * `utils/fetch_hub_objects_for_ci.url_to_local_path`: transformers' CI maps test-file URLs to files it downloaded
-  beforehand; here the URL is returned as it is (tests that read such a file need the network).
+  beforehand; here an image URL maps to a local image of the same name made by the stand-in (deterministic pixels,
+  not the original picture), any other URL is returned as it is (tests that read such a file need the network).
 
 The package `parameterized`, which the test files import, is installed into the cache folder with pip.
 
@@ -94,15 +95,36 @@ config_common_kwargs = {
 }
 
 # test_processing_common and test_image_processing_common put `<sdist root>/utils` on sys.path and import this.
-URL_STAND_IN = '''"""Stand-in written by transformers-viq's harness, tests/models/transformers_common.py.
+URL_STAND_IN = '''"""
+Stand-in written by transformers-viq's harness, tests/models/transformers_common.py.
 
-transformers' CI downloads the files behind test URLs beforehand and maps each URL to its local copy; this harness
-downloads nothing, so the URL is returned as it is.
+transformers' CI downloads the files behind test URLs beforehand and maps each URL to its local copy. This harness
+downloads nothing: an image URL maps to a local image of the same file name, made here once (deterministic pixels,
+not the original picture: the tests that use them check processing, not content); other URLs are returned as they
+are (a test that reads one needs the network).
 """
+
+import os
+import zlib
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "images")
 
 
 def url_to_local_path(url, return_url_if_not_found=True):
-    return url
+    name = url.rsplit("/", 1)[-1]
+    if not name.lower().endswith(IMAGE_EXTENSIONS):
+        return url
+    path = os.path.join(FOLDER, name)
+    if not os.path.exists(path):
+        os.makedirs(FOLDER, exist_ok=True)
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        pixels = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path)
+    return path
 '''
 
 
@@ -151,17 +173,26 @@ def fetch(version: str | None = None, folder: Path | None = None) -> Path:
             for member in members:
                 (package / Path(member.name).name).write_bytes(archive.extractfile(member).read())
     (package / "__init__.py").touch()
-    for relative, text in STAND_INS.items():
-        path = package / relative
-        path.parent.mkdir(exist_ok=True)
-        (path.parent / "__init__.py").touch()
-        path.write_text(text)
-    (folder / "utils").mkdir(exist_ok=True)
-    (folder / "utils" / "fetch_hub_objects_for_ci.py").write_text(URL_STAND_IN)
+    write_stand_ins(folder)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder / "site"),
                     "parameterized==0.9.0"], check=True)  # fmt: skip
     (folder / ".complete").write_text(version + "\n")
     return folder
+
+
+def write_stand_ins(folder: Path) -> None:
+    """(Re)write the stand-in modules, so that a cache fetched by an older harness gets the current ones."""
+    package = folder / PACKAGE
+    for relative, text in STAND_INS.items():
+        path = package / relative
+        path.parent.mkdir(exist_ok=True)
+        (path.parent / "__init__.py").touch()
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+    url_module = folder / "utils" / "fetch_hub_objects_for_ci.py"
+    url_module.parent.mkdir(exist_ok=True)
+    if not url_module.is_file() or url_module.read_text() != URL_STAND_IN:
+        url_module.write_text(URL_STAND_IN)
 
 
 def import_common(name: str):
@@ -172,6 +203,7 @@ def import_common(name: str):
             f"transformers' common tests are not fetched into {folder}: run `make common-tests` (or "
             "`python tests/models/transformers_common.py fetch`; needs pip's registry)."
         )
+    write_stand_ins(folder)
     for path in (folder / "site", folder):
         if str(path) not in sys.path:
             sys.path.append(str(path))
