@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -228,15 +229,41 @@ def in_tree_names(**tables: dict[str, str]):
         yield
 
 
+def summarize(report: str) -> dict[str, dict[str, set[str]]]:
+    """
+    Per test class, the test functions that passed and those that failed, from the short summary of a pytest run
+    with `-rA` (a function counts as failed if it or one of its subtests failed).
+    """
+    classes: dict[str, dict[str, set[str]]] = {}
+    for line in report.splitlines():
+        match = re.match(r"(PASSED|FAILED|ERROR|SUBFAILED\S*) \S+::(\w+)::(\w+)", line)
+        if match:
+            outcome, test_class, function = match.groups()
+            entry = classes.setdefault(test_class, {"passed": set(), "failed": set()})
+            entry["passed" if outcome == "PASSED" else "failed"].add(function)
+    for entry in classes.values():
+        entry["passed"] -= entry["failed"]
+    return classes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("command", choices=["fetch", "where"],
-                        help="fetch: download and lay out the tests; where: print their folder")  # fmt: skip
+    parser.add_argument("command", choices=["fetch", "where", "summary"],
+                        help="fetch: download and lay out the tests; where: print their folder; summary: count "
+                             "passed and failed test functions per class in a pytest -rA report")  # fmt: skip
+    parser.add_argument("report", nargs="?", help="summary: the file holding pytest's -rA output")
     args = parser.parse_args(argv)
     if args.command == "fetch":
         print(fetch())
-    else:
+    elif args.command == "where":
         print(cache_dir())
+    else:
+        if args.report is None:
+            parser.error("summary needs the report file")
+        for test_class, entry in sorted(summarize(Path(args.report).read_text()).items()):
+            failed = ", ".join(sorted(entry["failed"]))
+            print(f"{test_class}: {len(entry['passed'])} passed, {len(entry['failed'])} failed"
+                  + (f" ({failed})" if failed else ""))  # fmt: skip
     return 0
 
 
