@@ -35,6 +35,9 @@ try:
 except ModuleNotFoundError as error:
     pytest.skip(str(error), allow_module_level=True)
 
+from parameterized import parameterized  # noqa: E402  (installed beside the fetched tests)
+from transformers.testing_utils import set_config_for_less_flaky_test, set_model_for_less_flaky_test  # noqa: E402
+
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel, ViQVisionConfig, ViQVisionModel  # noqa: E402
 from transformers_viq.models.viq.image_processing_viq import smart_resize  # noqa: E402
 
@@ -66,6 +69,8 @@ class ViQModelTester:
         self.parent = parent
         self.vision = vision
         self.batch_size = len(GRIDS)
+        # the packed sequence of all images: what hidden states and attention maps span
+        self.seq_length = sum(h * w for h, w in GRIDS)
         self.num_hidden_layers = TINY_VISION["num_hidden_layers"]
         self.hidden_size = TINY_VISION["hidden_size"]
         self.num_attention_heads = TINY_VISION["num_attention_heads"]
@@ -87,10 +92,78 @@ class ViQModelTester:
         return config, {"pixel_values": pixel_values, "image_grid_hw": grid}
 
 
-class ViQModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
+class VisionEmbeddingsMixin:
+    def test_model_get_set_embeddings(self):
+        # The mixin's version expects a token embedding (`nn.Embedding`); vision models' input embedding is their patch
+        # projection, and in-tree vision testers (ViT, SigLIP) check only that it is a module and that there is no
+        # output embedding other than a linear one.
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIsInstance(model.get_input_embeddings(), torch.nn.Module)
+            output_embeddings = model.get_output_embeddings()
+            self.assertTrue(output_embeddings is None or isinstance(output_embeddings, torch.nn.Linear))
+
+
+EAGER_SDPA_TOLERANCES = {torch.float32: (1e-6, 1e-4), torch.float16: (5e-3, 5e-3), torch.bfloat16: (1e-2, 1e-2)}
+
+
+class PackedEagerMatchesSdpaMixin:
+    """
+    `test_eager_matches_sdpa_inference` for models whose batch is one packed sequence. The mixin's version builds a
+    batch of 7 by cutting or extending each input along its first dimension, which for packed inputs cuts the patches
+    apart from their grids. This version keeps the mixin's cases (same names) and its comparison: the model saved,
+    loaded in the case's dtype with `sdpa` and with `eager`, the outputs compared at the mixin's CPU tolerances, on the
+    tester's packed inputs, with the mixin's allowances (norm epsilons set to 1, a bf16 tolerance that grows with the
+    outputs' magnitude, 80% of the images within tolerance). The padding side and attention-mask variants run the
+    same packed input: these models take no attention mask (images are kept apart by the block-diagonal mask built
+    from `image_grid_hw`).
+    """
+
+    compared_outputs = ("last_hidden_state",)
+
+    @parameterized.expand(modeling_common.TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION)
+    def test_eager_matches_sdpa_inference(
+        self, name, dtype, padding_side, use_attention_mask, output_attentions, enable_kernels
+    ):
+        if output_attentions and not self.has_attentions:
+            self.skipTest("the model does not return attention weights")
+        dtype = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        atol, rtol = EAGER_SDPA_TOLERANCES[dtype]
+        for model_class in self.all_model_classes:
+            modeling_common.set_seed(42)
+            config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+            set_config_for_less_flaky_test(config)
+            with tempfile.TemporaryDirectory() as folder:
+                model_class(config).save_pretrained(folder)
+                sdpa = model_class.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").eval()
+                eager = model_class.from_pretrained(folder, dtype=dtype, attn_implementation="eager").eval()
+            set_model_for_less_flaky_test(sdpa)
+            set_model_for_less_flaky_test(eager)
+            inputs = {key: value.to(dtype) if value.is_floating_point() else value for key, value in inputs.items()}
+            requested = {"output_attentions": True} if output_attentions else {}
+            with torch.no_grad(), modeling_common.sdpa_kernel(enable_kernels, True, enable_kernels):
+                from_eager = eager(**inputs, **requested)
+                from_sdpa = sdpa(**inputs)
+            rows = [h * w for h, w in inputs["image_grid_hw"].tolist()]
+            for key in self.compared_outputs:
+                a, b = from_sdpa[key].float(), from_eager[key].float()
+                tolerance = max(atol, 3e-2 * float(torch.maximum(a.abs().amax(), b.abs().amax()))) \
+                    if dtype == torch.bfloat16 else atol  # fmt: skip
+                # per image, as the mixin compares per batch element (the outputs hold `rows[i]` rows or a multiple)
+                scale = a.shape[0] // sum(rows)
+                matched = [torch.allclose(x, y, atol=tolerance, rtol=rtol)
+                           for x, y in zip(a.split([r * scale for r in rows]), b.split([r * scale for r in rows]))]
+                self.assertGreaterEqual(np.mean(matched), 0.8, f"{key}: eager and sdpa differ beyond {tolerance}")
+
+
+class ViQModelTest(VisionEmbeddingsMixin, PackedEagerMatchesSdpaMixin, modeling_common.ModelTesterMixin,
+                   unittest.TestCase):  # fmt: skip
     all_model_classes = (ViQModel,)
     test_resize_embeddings = False
     has_attentions = False
+    # the values the quantizer rounds (before rounding: codes may flip in half precision, the inputs to rounding not)
+    compared_outputs = ("quantizer_inputs",)
 
     def setUp(self):
         self.model_tester = ViQModelTester(self)
@@ -100,7 +173,8 @@ class ViQModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
         self.config_tester.run_common_tests()
 
 
-class ViQVisionModelTest(modeling_common.ModelTesterMixin, unittest.TestCase):
+class ViQVisionModelTest(VisionEmbeddingsMixin, PackedEagerMatchesSdpaMixin, modeling_common.ModelTesterMixin,
+                         unittest.TestCase):  # fmt: skip
     all_model_classes = (ViQVisionModel,)
     test_resize_embeddings = False
 
