@@ -45,7 +45,7 @@ test-slow: $(STAMP)
 common-tests: $(STAMP)
 	$(PY) tests/models/transformers_common.py fetch
 	mkdir -p outputs
-	RUN_SLOW=1 $(PY) -m pytest -q -rA -W ignore::pytest.PytestUnknownMarkWarning tests/models/viq/test_common_viq.py \
+	RUN_SLOW=1 $(PY) -m pytest -q -rA tests/models/viq/test_common_viq.py \
 		tests/models/viq_qwen/test_common_viq_qwen.py > outputs/common-tests.log; status=$$?; \
 		tail -n 1 outputs/common-tests.log; $(PY) tests/models/transformers_common.py summary outputs/common-tests.log; \
 		exit $$status

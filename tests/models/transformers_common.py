@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
 from unittest import mock
 
@@ -208,7 +209,12 @@ def import_common(name: str):
     for path in (folder / "site", folder):
         if str(path) not in sys.path:
             sys.path.append(str(path))
-    return importlib.import_module(f"{PACKAGE}.{name}")
+    with warnings.catch_warnings():
+        # the modules mark tests with transformers' own pytest marks (flash_attn_test, ...), unknown here
+        import pytest
+
+        warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+        return importlib.import_module(f"{PACKAGE}.{name}")
 
 
 @contextlib.contextmanager

@@ -244,8 +244,8 @@ class ViQProcessor(ProcessorMixin):
             if sum(per_sample) != num_images:
                 raise ValueError(
                     f"The number of {self.image_token} tokens in the prompts should be the same as the number of "
-                    f"images: the text has {sum(per_sample)} (per sample: {per_sample}) but {num_images} images were "
-                    f"given; each image needs exactly one {self.image_token} in the text."
+                    f"images: the text has {sum(per_sample)} {self.image_token} tokens (per sample: {per_sample}) but "
+                    f"{num_images} images were given; each image needs exactly one {self.image_token} in the text."
                 )
             replacements = [self.image_token * n for n in self._num_tokens_per_image(grids)] if num_images else []
 
