@@ -115,6 +115,9 @@ class ViQForConditionalGenerationModelTest(modeling_common.ModelTesterMixin, uni
     def test_generation_tester_mixin_inheritance(self):
         pass
 
+    # Out of scope (issue 20): these require a gradient on every parameter, and the vision tower's pooling head and
+    # final LayerNorm, which the VLM does not use, get none (checked: those are the only parameters they name). Llava
+    # skips the same three. (As expected failures they would not read cleanly: each parameter is a subtest.)
     @unittest.skip("out of scope (issue 20): the vision tower's unused pooling head gets no gradient (Llava skips)")
     def test_training_gradient_checkpointing(self):
         pass
