@@ -174,7 +174,6 @@ def fetch(version: str | None = None, folder: Path | None = None) -> Path:
                 raise RuntimeError(f"transformers {version}'s sdist has no tests/{missing[0]}.py.")
             for member in members:
                 (package / Path(member.name).name).write_bytes(archive.extractfile(member).read())
-    (package / "__init__.py").touch()
     write_stand_ins(folder)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder / "site"),
                     "parameterized==0.9.0"], check=True)  # fmt: skip
@@ -185,6 +184,8 @@ def fetch(version: str | None = None, folder: Path | None = None) -> Path:
 def write_stand_ins(folder: Path) -> None:
     """(Re)write the stand-in modules, so that a cache fetched by an older harness gets the current ones."""
     package = folder / PACKAGE
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").touch()
     for relative, text in STAND_INS.items():
         path = package / relative
         path.parent.mkdir(exist_ok=True)
