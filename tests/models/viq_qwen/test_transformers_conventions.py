@@ -102,6 +102,15 @@ def test_return_dict_false_gives_tuples(vlm):
     assert isinstance(base, tuple)
     torch.testing.assert_close(base[0], vlm.model(input_ids=input_ids, **inputs).last_hidden_state)
 
+    # the config's `return_dict=False` as well (the base model inside still hands its fields over by name)
+    config = copy.deepcopy(vlm.config)
+    config.return_dict = False
+    model = type(vlm)(config).eval()
+    model.load_state_dict(vlm.state_dict())
+    from_config = model(input_ids=input_ids, **inputs)
+    assert isinstance(from_config, tuple)
+    torch.testing.assert_close(from_config[0], out.logits)
+
 
 def test_past_key_values_is_the_deprecated_name_of_cache(vlm):
     input_ids = torch.tensor([[1, 2, 3, 4]])
@@ -179,6 +188,14 @@ def test_generate_from_codes_encodes_them_once(vlm):
     from_codes.pop("pixel_values")
     kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
     assert torch.equal(vlm.generate(**from_codes, **kwargs), vlm.generate(**inputs, **kwargs))
+
+
+def test_generate_returns_hidden_states_with_images(vlm):
+    inputs = generation_inputs()
+    out = vlm.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0, output_hidden_states=True,
+                       return_dict_in_generate=True)  # fmt: skip
+    assert len(out.hidden_states) == 3  # one entry per generated token
+    assert len(out.hidden_states[0]) == vlm.config.text_config.num_hidden_layers + 1
 
 
 def test_generate_with_and_without_position_ids_agree(vlm):

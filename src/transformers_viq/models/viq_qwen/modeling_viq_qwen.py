@@ -203,8 +203,6 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         image_codes: torch.LongTensor | None = None,
         image_grid_hw: torch.LongTensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
@@ -218,12 +216,11 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
                 Precomputed codes: only the code embedder runs.
             image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
                 Patch grid of each image.
-            output_hidden_states (`bool`, *optional*):
-                Return the hidden states of the tokenizer's trunk (pixels only; defaults to the config's setting).
-            output_attentions (`bool`, *optional*):
-                Return the attention weights of the tokenizer's trunk (pixels only; defaults to the config's setting).
-            return_dict (`bool`, *optional*):
-                `False` returns the fields of the output as a tuple.
+            kwargs:
+                `output_hidden_states` / `output_attentions` (`bool`): return the hidden states / attention weights of
+                the tokenizer's trunk (pixels only; default: the config's setting); `return_dict` (`bool`): `False`
+                returns the fields of the output as a tuple. (Keyword arguments rather than named parameters:
+                `generate` hands `get_image_features` the generation arguments its signature names.)
 
         Returns:
             [`~modeling_outputs.BaseModelOutputWithPooling`]: `last_hidden_state`
@@ -236,11 +233,8 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
         grid_hw = check_grid(image_grid_hw)
         for h, w in grid_hw:
             get_num_image_tokens(h, w, self.config.projector_type)
-        wanted = {
-            "output_hidden_states": self.config.output_hidden_states if output_hidden_states is None
-            else output_hidden_states,
-            "output_attentions": self.config.output_attentions if output_attentions is None else output_attentions,
-        }  # fmt: skip
+        wanted = {name: getattr(self.config, name) if kwargs.get(name) is None else kwargs[name]
+                  for name in ("output_hidden_states", "output_attentions")}  # fmt: skip
         vision_outputs = None
         # A frozen tokenizer (`requires_grad=False`, set by the training side) runs without building a graph.
         if pixel_values is not None:
@@ -453,6 +447,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         if self.training and labels is not None:
             self._warn_if_fresh_projector_is_frozen()
         outputs = self.model(
+            return_dict=True,  # this forward reads fields by name; its own `return_dict` is applied on return
             input_ids=input_ids,
             pixel_values=pixel_values,
             image_codes=image_codes,
