@@ -190,6 +190,26 @@ def test_generate_from_codes_encodes_them_once(vlm):
     assert torch.equal(vlm.generate(**from_codes, **kwargs), vlm.generate(**inputs, **kwargs))
 
 
+def test_beam_search_expands_pre_encoded_images_per_sample(vlm):
+    """`generate` copies each sample's pre-encoded images for its beams (one image, then two, per sample)."""
+    inputs = pixels(((32, 32), (32, 64), (64, 64)))
+    grids = inputs["image_grid_hw"].tolist()
+    samples = [[1] + [IMAGE] * get_num_image_tokens(*grids[0]) + [3],
+               [4] + [IMAGE] * get_num_image_tokens(*grids[1]) + [2] + [IMAGE] * get_num_image_tokens(*grids[2])]
+    width = max(map(len, samples))
+    input_ids = torch.tensor([[0] * (width - len(s)) + s for s in samples])
+    attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in samples])
+    kwargs = dict(max_new_tokens=4, num_beams=3, do_sample=False, pad_token_id=0)
+    batch = vlm.generate(input_ids=input_ids, attention_mask=attention_mask, **inputs, **kwargs)
+    patches = [h * w for h, w in grids]
+    for row, images in enumerate(([0], [1, 2])):
+        start, count = sum(patches[: images[0]]), sum(patches[i] for i in images)
+        alone = vlm.generate(input_ids=input_ids[row : row + 1], attention_mask=attention_mask[row : row + 1],
+                             pixel_values=inputs["pixel_values"][start : start + count],
+                             image_grid_hw=inputs["image_grid_hw"][images[0] : images[-1] + 1], **kwargs)  # fmt: skip
+        assert torch.equal(alone[0, -4:], batch[row, -4:])
+
+
 def test_generate_returns_hidden_states_with_images(vlm):
     inputs = generation_inputs()
     out = vlm.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0, output_hidden_states=True,
