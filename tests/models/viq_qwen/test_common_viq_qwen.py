@@ -5,7 +5,7 @@ runs its in-tree VLMs. The mixins come from transformers' sdist, fetched by `tes
 (`make common-tests`); without it this module is skipped, with that reason.
 
 transformers' `GenerationTesterMixin` is not in the sdist, so no generate() common test runs here; this project's
-own tests (tests/models/viq_qwen/test_vlm_common_behaviour.py) check the generation behaviours issue 20 names.
+own tests (tests/models/viq_qwen/test_transformers_conventions.py) check the generation behaviours issue 20 names.
 Each skip below names the in-tree precedent or the issue's out-of-scope entry it follows.
 """
 
