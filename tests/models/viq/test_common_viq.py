@@ -49,7 +49,7 @@ TINY_VISION = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 
 # three images, packed: the batch dimension of these models is the number of images. One grid for all, as in-tree
 # packed models' testers do (Qwen2.5-VL's): the mixin takes one sample as the first `1/batch_size` of every input
 # (`test_batching_equivalence`), which is one image only when all have the same number of patches. Mixed grids in one
-# pack are this project's own tests' business (tests/test_packed_attention.py and the model tests).
+# pack are the business of this project's own packing tests (test_packed_attention.py).
 GRIDS = [[2, 3]] * 3
 
 
