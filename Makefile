@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint bench miniature clean
+.PHONY: install demo test test-slow common-tests lint bench miniature clean
 
 # torch is pinned first (2.13.0: on the project's machines pip takes a CPU wheel kept on local disk; elsewhere install
 # the torch build you want before `make`); everything else comes from requirements-dev.txt (exact pins that install
@@ -38,6 +38,17 @@ lint: $(STAMP)
 
 test-slow: $(STAMP)
 	RUN_SLOW=1 $(PY) -m pytest -q -m slow tests
+
+# transformers' own common tests (ModelTesterMixin, ConfigTester, ImageProcessingTestMixin, ProcessorTesterMixin) on
+# the five ViQ classes; the first run downloads transformers' sdist with pip (tests/models/transformers_common.py).
+# The log is outputs/common-tests.log; the last lines count passed and failed test functions per class.
+common-tests: $(STAMP)
+	$(PY) tests/models/transformers_common.py fetch
+	mkdir -p outputs
+	RUN_SLOW=1 $(PY) -m pytest -q -rA tests/models/viq/test_common_viq.py \
+		tests/models/viq_qwen/test_common_viq_qwen.py > outputs/common-tests.log; status=$$?; \
+		tail -n 1 outputs/common-tests.log; $(PY) tests/models/transformers_common.py summary outputs/common-tests.log; \
+		exit $$status
 
 # the paper end to end at miniature scale on this CPU (~20 minutes on 2 cores): outputs/miniature/results.md
 miniature: $(STAMP)

@@ -103,7 +103,8 @@ def test_extract_rows_codes_text_and_skipped(tmp_path, source_dir, tiny, caplog)
     meta = json.loads((out / METADATA_FILE).read_text())
     assert meta["fsq_levels"] == [8, 8, 8, 6, 5] and meta["codebook_size"] == 15360
     assert meta["codes_per_patch"] == 4 and meta["patch_size"] == 16
-    assert meta["model"] == str(Path(TINY).resolve()) and meta["processor"]["max_pixels"] == processor.max_pixels
+    assert meta["model"] == str(Path(TINY).resolve())
+    assert meta["processor"]["size"]["longest_edge"] == processor.max_pixels  # max_pixels, held in size
     assert meta["source"]["dataset"] == str(source_dir) and meta["image_column"] == "images"
     assert meta["text_columns"] == ["caption", "id"]
 

@@ -58,6 +58,8 @@ from transformers.utils import TensorType, is_torch_tensor, logging
 logger = logging.get_logger(__name__)
 
 MAX_ASPECT_RATIO = 200
+# the processor's names for the two entries of `size`
+_SIZE_ALIASES = ("min_pixels", "max_pixels")
 _PIL_RETURN_TYPES = ("PIL.Image.Image", "pil")
 
 
@@ -284,10 +286,12 @@ class ViQImageProcessorKwargs(ImagesKwargs, total=False):
     r"""
     min_pixels (`int`, *optional*, defaults to `64 * 64`):
         In native mode (`do_resize=True`), images with fewer pixels are upscaled (aspect ratio kept) to at least this
-        many pixels (`max_pixels` wins if the two conflict). Ignored in reference mode.
+        many pixels (`max_pixels` wins if the two conflict). Ignored in reference mode. Held as
+        `size["shortest_edge"]`, as transformers' Qwen2-VL processors hold it.
     max_pixels (`int`, *optional*, defaults to `1024 * 1024`):
         In native mode, images with more pixels are downscaled (aspect ratio kept) to at most this many pixels. In
-        reference mode (`do_resize=False`), images with more pixels are rejected with a `ValueError`.
+        reference mode (`do_resize=False`), images with more pixels are rejected with a `ValueError`. Held as
+        `size["longest_edge"]`.
     size_divisor (`int`, *optional*, defaults to 16):
         Both output sides are multiples of this value (by resizing in native mode, by zero padding in reference
         mode). Must be a multiple of `patch_size`; use 32 for even patch grids (2x2 token merging in a VLM).
@@ -417,6 +421,9 @@ class ViQImageProcessor(PilBackend):
             Native mode: resize each image (aspect ratio kept) so both sides are multiples of `size_divisor` and the
             pixel count lies in `[min_pixels, max_pixels]`. `False` selects the reference preprocessing of the
             released ViQ code: no resize, zero padding to multiples of `size_divisor` after normalization.
+        size (`dict[str, int]`, *optional*, defaults to `{"shortest_edge": 64 * 64, "longest_edge": 1024 * 1024}`):
+            The pixel budget: `shortest_edge` is `min_pixels`, `longest_edge` is `max_pixels` (the layout of
+            transformers' Qwen2-VL image processors). `min_pixels` / `max_pixels`, here or per call, set them.
         min_pixels (`int`, *optional*, defaults to `64 * 64`):
             Native mode: smaller images are upscaled to at least this many pixels.
         max_pixels (`int`, *optional*, defaults to `1024 * 1024`):
@@ -463,8 +470,7 @@ class ViQImageProcessor(PilBackend):
     model_input_names = ["pixel_values", "image_grid_hw"]
 
     do_resize = True
-    min_pixels = 64 * 64
-    max_pixels = 1024 * 1024
+    size = {"shortest_edge": 64 * 64, "longest_edge": 1024 * 1024}
     size_divisor = 16
     patch_size = 16
     resample = PILImageResampling.BICUBIC
@@ -476,8 +482,38 @@ class ViQImageProcessor(PilBackend):
     do_convert_rgb = True
 
     def __init__(self, **kwargs: Unpack[ViQImageProcessorKwargs]):
-        super().__init__(**kwargs)
+        size = kwargs.pop("size", None)
+        size = dict(type(self).size if size is None else size)
+        min_pixels, max_pixels = kwargs.pop("min_pixels", None), kwargs.pop("max_pixels", None)
+        if min_pixels is not None:
+            size["shortest_edge"] = min_pixels
+        if max_pixels is not None:
+            size["longest_edge"] = max_pixels
+        super().__init__(size=size, **kwargs)
+        # `min_pixels` / `max_pixels` live in `size`: a call takes them as overrides, never as defaults of its own
+        self._valid_kwargs_names = [name for name in self._valid_kwargs_names if name not in _SIZE_ALIASES]
         self._check_geometry(self.min_pixels, self.max_pixels, self.size_divisor, self.patch_size)
+
+    @property
+    def min_pixels(self) -> int | None:
+        """`size["shortest_edge"]`: the smallest pixel count of a native-mode output."""
+        size = self.__dict__.get("size")  # the instance's own (unset while `__init__` resolves its attributes)
+        return None if size is None else size["shortest_edge"]
+
+    @property
+    def max_pixels(self) -> int | None:
+        """`size["longest_edge"]`: the pixel budget (native mode resizes to it, reference mode refuses more)."""
+        size = self.__dict__.get("size")
+        return None if size is None else size["longest_edge"]
+
+    def _standardize_kwargs(self, size=None, min_pixels: int | None = None, max_pixels: int | None = None, **kwargs):
+        if min_pixels is not None or max_pixels is not None:
+            size = dict(size) if size is not None else dict(self.size)
+            if min_pixels is not None:
+                size["shortest_edge"] = min_pixels
+            if max_pixels is not None:
+                size["longest_edge"] = max_pixels
+        return super()._standardize_kwargs(size=size, **kwargs)
 
     def preprocess(self, images: ImageInput, **kwargs: Unpack[ViQImageProcessorKwargs]) -> BatchFeature:
         r"""
@@ -568,8 +604,9 @@ class ViQImageProcessor(PilBackend):
         """
         images_kwargs = images_kwargs or {}
         do_resize = images_kwargs.get("do_resize", self.do_resize)
-        min_pixels = images_kwargs.get("min_pixels", self.min_pixels)
-        max_pixels = images_kwargs.get("max_pixels", self.max_pixels)
+        size = images_kwargs.get("size") or self.size
+        min_pixels = images_kwargs.get("min_pixels", size["shortest_edge"])
+        max_pixels = images_kwargs.get("max_pixels", size["longest_edge"])
         size_divisor = images_kwargs.get("size_divisor", self.size_divisor)
         patch_size = images_kwargs.get("patch_size", self.patch_size)
         self._check_geometry(min_pixels, max_pixels, size_divisor, patch_size)
@@ -601,8 +638,9 @@ class ViQImageProcessor(PilBackend):
     # ------------------------------------------------------------------------------------------------------------
 
     def _validate_preprocess_kwargs(self, **kwargs) -> None:
+        size = kwargs.get("size")
         self._check_geometry(
-            kwargs.get("min_pixels"), kwargs.get("max_pixels"), kwargs.get("size_divisor"), kwargs.get("patch_size")
+            size.shortest_edge, size.longest_edge, kwargs.get("size_divisor"), kwargs.get("patch_size")
         )
         # The output size is computed per image, so the base check that `size` is set when resizing does not apply.
         kwargs.pop("do_resize", None)
@@ -625,12 +663,13 @@ class ViQImageProcessor(PilBackend):
                     do_convert_rgb=kwargs.get("do_convert_rgb", self.do_convert_rgb),
                     input_data_format=kwargs.get("input_data_format"),
                 )
+                size = kwargs.get("size") or self.size
                 self._output_size(
                     array.shape[1],
                     array.shape[2],
                     kwargs.get("do_resize", self.do_resize),
-                    kwargs.get("min_pixels", self.min_pixels),
-                    kwargs.get("max_pixels", self.max_pixels),
+                    size["shortest_edge"],
+                    size["longest_edge"],
                     kwargs.get("size_divisor", self.size_divisor),
                 )
             except ValueError as error:
@@ -706,8 +745,7 @@ class ViQImageProcessor(PilBackend):
         self,
         images: list[np.ndarray],
         do_resize: bool,
-        min_pixels: int,
-        max_pixels: int,
+        size: SizeDict,
         size_divisor: int,
         patch_size: int,
         resample: "PILImageResampling | int | None",
@@ -723,6 +761,7 @@ class ViQImageProcessor(PilBackend):
             mean = np.broadcast_to(np.asarray(image_mean, dtype=np.float32), (3,)).reshape(3, 1, 1)
             std = np.broadcast_to(np.asarray(image_std, dtype=np.float32), (3,)).reshape(3, 1, 1)
 
+        min_pixels, max_pixels = size.shortest_edge, size.longest_edge
         all_patches, grids = [], []
         for image in images:
             height, width = image.shape[-2:]

@@ -23,9 +23,11 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import logging
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from ..viq.modeling_viq import ModelLoaderHook, ViQModel
 from ..viq.validation_viq import check_grid
@@ -39,20 +41,27 @@ logger = logging.get_logger(__name__)
 class ViQQwenModelOutputWithPast(BaseModelOutputWithPast):
     r"""
     image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, text_hidden_size)`, *optional*):
-        The projected image embeddings that replaced the image tokens.
+        The projected image embeddings that replaced the image tokens (all images, concatenated).
+    image_outputs ([`~modeling_outputs.BaseModelOutputWithPooling`], *optional*):
+        What [`ViQQwenModel.get_image_features`] returned for the images of this forward (`pooler_output`: one
+        `(num_image_tokens_i, text_hidden_size)` tensor per image).
     """
 
     image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
 
 
 @dataclass
 class ViQCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
     image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, text_hidden_size)`, *optional*):
-        The projected image embeddings that replaced the image tokens.
+        The projected image embeddings that replaced the image tokens (all images, concatenated).
+    image_outputs ([`~modeling_outputs.BaseModelOutputWithPooling`], *optional*):
+        What [`ViQQwenModel.get_image_features`] returned for the images of this forward.
     """
 
     image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
 
 
 def _windows(features: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -188,14 +197,16 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
     def set_input_embeddings(self, value):
         self.language_model.set_input_embeddings(value)
 
+    @can_return_tuple
     def get_image_features(
         self,
         pixel_values: torch.FloatTensor | None = None,
         image_codes: torch.LongTensor | None = None,
         image_grid_hw: torch.LongTensor | None = None,
-    ) -> list[torch.FloatTensor]:
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
         r"""
-        Image embeddings for the LLM, one `(num_image_tokens_i, text_hidden_size)` tensor per image.
+        Encode images for the LLM.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(sum_i h_i*w_i, 768)`, *optional*):
@@ -205,21 +216,45 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
                 Precomputed codes: only the code embedder runs.
             image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
                 Patch grid of each image.
+            kwargs:
+                `output_hidden_states` / `output_attentions` (`bool`): return the hidden states / attention weights of
+                the tokenizer's trunk (pixels only; default: the config's setting); `return_dict` (`bool`): `False`
+                returns the fields of the output as a tuple. (Keyword arguments rather than named parameters:
+                `generate` hands `get_image_features` the generation arguments its signature names.)
+
+        Returns:
+            [`~modeling_outputs.BaseModelOutputWithPooling`]: `last_hidden_state`
+            `(sum_i h_i*w_i, vision_hidden_size)`, the features the codes stand for; `pooler_output`, a tuple of one
+            `(num_image_tokens_i, text_hidden_size)` LLM embedding tensor per image (what replaces that image's
+            tokens); `hidden_states` and `attentions` of the tokenizer when asked for.
         """
         if (pixel_values is None) == (image_codes is None):
             raise ValueError("Pass exactly one of `pixel_values` and `image_codes` (with `image_grid_hw`).")
         grid_hw = check_grid(image_grid_hw)
         for h, w in grid_hw:
             get_num_image_tokens(h, w, self.config.projector_type)
+        wanted = {name: getattr(self.config, name) if kwargs.get(name) is None else kwargs[name]
+                  for name in ("output_hidden_states", "output_attentions")}  # fmt: skip
+        vision_outputs = None
         # A frozen tokenizer (`requires_grad=False`, set by the training side) runs without building a graph.
         if pixel_values is not None:
+            # the tokenizer is asked only for what was requested, so its default forward stays the training one
+            requested = {name: True for name, value in wanted.items() if value}
             with torch.set_grad_enabled(torch.is_grad_enabled() and _any_trainable(self.vision_tower)):
-                features = self.vision_tower(pixel_values, image_grid_hw, return_pooler_output=False).last_hidden_state
+                vision_outputs = self.vision_tower(
+                    pixel_values, image_grid_hw, return_pooler_output=False, **requested
+                )
+            features = vision_outputs.last_hidden_state
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and _any_trainable(self.vision_tower.code_embedder)):
                 features = self.vision_tower.embed_codes(image_codes, image_grid_hw)
-        features = features.to(self.projector.proj_in.weight.dtype)
-        return self.projector(features, grid_hw)
+        embeddings = self.projector(features.to(self.projector.proj_in.weight.dtype), grid_hw)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=features,
+            pooler_output=tuple(embeddings),
+            hidden_states=getattr(vision_outputs, "hidden_states", None),
+            attentions=getattr(vision_outputs, "attentions", None),
+        )
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, num_features: int):
         """Boolean mask of the image-token positions; raises if their number differs from the image features'."""
@@ -238,6 +273,8 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
             )
         return mask.unsqueeze(-1).expand_as(inputs_embeds)
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -248,9 +285,13 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
-    ) -> ViQQwenModelOutputWithPast:
+    ) -> ViQQwenModelOutputWithPast | tuple:
         r"""
+        A forward without image inputs reads every token as text, the image token included (generation steps after
+        the first one, text-only batches); with image inputs, the number of image tokens must match the images.
+
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
                 Text with each image's placeholder tokens already expanded (see [`ViQProcessor`]).
@@ -263,26 +304,37 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 With no `attention_mask`, positions that restart at 0 mark packed samples: each attends only to
                 itself (block-diagonal causal attention).
+            mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
+                Images already encoded by [`~ViQQwenModel.get_image_features`], under the key `"image"`, instead of
+                `pixel_values` / `image_codes` (`generate` encodes the images once, before the first step, and passes
+                them so).
+            return_dict (`bool`, *optional*):
+                `False` returns the fields of the output as a tuple.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
         if pixel_values is not None and image_codes is not None:
             raise ValueError("Pass either `pixel_values` or `image_codes`, not both.")
+        image_outputs = (mm_encoder_outputs or {}).get("image")
+        if image_outputs is not None and (pixel_values is not None or image_codes is not None):
+            raise ValueError(
+                "Pass either pre-encoded images (`mm_encoder_outputs`) or `pixel_values` / `image_codes`, not both."
+            )
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        image_embeds = None
         if pixel_values is not None or image_codes is not None:
-            image_embeds = torch.cat(self.get_image_features(pixel_values, image_codes, image_grid_hw))
+            # the tokenizer's own hidden states and attentions are asked for through `get_image_features` only
+            image_outputs = self.get_image_features(
+                pixel_values, image_codes, image_grid_hw, output_hidden_states=False, output_attentions=False,
+                return_dict=True,
+            )
+        image_embeds = None
+        if image_outputs is not None:
+            image_embeds = torch.cat(tuple(image_outputs.pooler_output))
             image_embeds = image_embeds.to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_embeds.shape[0])
             inputs_embeds = inputs_embeds.masked_scatter(mask, image_embeds)
-        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
-            if (input_ids == self.config.image_token_id).any():
-                raise ValueError(
-                    f"The text has {int((input_ids == self.config.image_token_id).sum())} image tokens but no "
-                    "`pixel_values` or `image_codes` were given."
-                )
 
         if cache is None and attention_mask is None and position_ids is not None and position_ids.ndim == 2:
             # Maybe packed samples (positions restarting at 0, no attention mask): transformers builds the
@@ -309,6 +361,7 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_embeds,
+            image_outputs=image_outputs,
         )
 
 
@@ -331,6 +384,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # tensor parallelism: the LM head is split by vocabulary rows, like the embedding it may be tied to
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: ViQQwenConfig):
         super().__init__(config)
@@ -347,8 +402,9 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def get_image_features(self, pixel_values=None, image_codes=None, image_grid_hw=None) -> list[torch.FloatTensor]:
-        return self.model.get_image_features(pixel_values, image_codes, image_grid_hw)
+    def get_image_features(self, pixel_values=None, image_codes=None, image_grid_hw=None, **kwargs):
+        """As [`ViQQwenModel.get_image_features`]."""
+        return self.model.get_image_features(pixel_values, image_codes, image_grid_hw, **kwargs)
 
     def _warn_if_fresh_projector_is_frozen(self) -> None:
         """Training with the projector `from_viq_and_qwen` just made, but frozen: never silent (warned once)."""
@@ -363,6 +419,8 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
                 "or, with LoRA/DoRA, keep it in `modules_to_save` (training.language_model_lora_config does)."
             )
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -375,8 +433,9 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
-    ) -> ViQCausalLMOutputWithPast:
+    ) -> ViQCausalLMOutputWithPast | tuple:
         r"""
         As [`ViQQwenModel.forward`], plus:
 
@@ -388,6 +447,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
         if self.training and labels is not None:
             self._warn_if_fresh_projector_is_frozen()
         outputs = self.model(
+            return_dict=True,  # this forward reads fields by name; its own `return_dict` is applied on return
             input_ids=input_ids,
             pixel_values=pixel_values,
             image_codes=image_codes,
@@ -396,6 +456,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             position_ids=position_ids,
             cache=cache,
             inputs_embeds=inputs_embeds,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -411,6 +472,7 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
+            image_outputs=outputs.image_outputs,
         )
 
     def generate(self, *args, **kwargs):
@@ -428,6 +490,19 @@ class ViQForConditionalGeneration(ViQQwenPreTrainedModel, GenerationMixin):
                 "or `padding_side='left'`)."
             )
         return super().generate(*args, **kwargs)
+
+    def _prepare_multimodal_encoder_kwargs_for_generation(self, model_kwargs: dict) -> dict:
+        # transformers encodes pixel inputs once before the first step (into `mm_encoder_outputs`); precomputed codes
+        # are encoded the same way here (the base method would drop them unencoded: it pre-encodes pixels only)
+        if model_kwargs.get("image_codes") is None or model_kwargs.get("pixel_values") is not None:
+            return super()._prepare_multimodal_encoder_kwargs_for_generation(model_kwargs)
+        encoded = model_kwargs.setdefault("mm_encoder_outputs", {})
+        if encoded.get("image") is not None:
+            raise ValueError("Pass either pre-encoded images (`mm_encoder_outputs`) or `image_codes`, not both.")
+        image_codes, image_grid_hw = model_kwargs.pop("image_codes"), model_kwargs.pop("image_grid_hw", None)
+        encoded["image"] = self.model.get_image_features(image_codes=image_codes, image_grid_hw=image_grid_hw,
+                                                         return_dict=True)  # fmt: skip
+        return model_kwargs
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)

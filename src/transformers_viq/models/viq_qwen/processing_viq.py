@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_utils import ImageInput
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
+from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 from transformers.utils import logging
 
 from ..viq.configuration_viq import CODES_PER_PATCH
@@ -99,10 +101,10 @@ class ViQProcessor(ProcessorMixin):
         projector_type (`str`, *optional*, defaults to `"pooled"`):
             The projector of the model this processor feeds (`ViQQwenConfig.projector_type`): it sets how many image
             tokens an image takes. Saved with the processor.
-        padding_side (`str`, *optional*, defaults to `"left"`):
-            Where batches are padded; set on the tokenizer and saved with the processor. Left padding is what batched
-            generation with a decoder-only model needs (a right-padded prompt would continue after its padding);
-            training collators pass `padding_side="right"` per call, which takes precedence.
+
+    Batches are padded on the left: the processor sets its tokenizer's `padding_side` to `"left"`, what batched
+    generation with a decoder-only model needs (a right-padded prompt would continue after its padding). A call takes
+    `padding_side="right"` (training collators pass it) like any other tokenizer argument.
 
     Example:
 
@@ -130,15 +132,12 @@ class ViQProcessor(ProcessorMixin):
         tokenizer=None,
         chat_template: str | None = None,
         projector_type: str = "pooled",
-        padding_side: str = "left",
         **kwargs,
     ):
         if tokenizer is None:
             raise ValueError("ViQProcessor needs a Qwen2.5 tokenizer (`tokenizer=`).")
         if projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"Unknown projector_type {projector_type!r}; expected one of {PROJECTOR_TYPES}.")
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"`padding_side` must be 'left' or 'right', got {padding_side!r}.")
         if image_processor is None:
             image_processor = ViQImageProcessor(size_divisor=32)
         image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
@@ -148,11 +147,10 @@ class ViQProcessor(ProcessorMixin):
             )
         self.image_token_id = image_token_id
         self.projector_type = projector_type
-        # Update: the processor decides the padding side (the Qwen2 tokenizer defaults to right padding), so a batch
-        # padded by this processor, by `pipeline("image-text-to-text")` or by lmms-eval generates like each prompt
-        # alone.
-        self.padding_side = padding_side
-        tokenizer.padding_side = padding_side
+        # The Qwen2 tokenizer pads on the right; on the left, a batch padded by this processor, by
+        # `pipeline("image-text-to-text")` or by lmms-eval generates like each prompt alone. One place holds the
+        # setting (the tokenizer's); a call's `padding_side` overrides it.
+        tokenizer.padding_side = "left"
         if chat_template is None:
             chat_template = CHAT_TEMPLATE
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
@@ -161,10 +159,15 @@ class ViQProcessor(ProcessorMixin):
     # Calling
     # ------------------------------------------------------------------------------------------------------------
 
+    @property
+    def padding_side(self) -> str:
+        """Where batches are padded by default: the tokenizer's `padding_side` (`"left"` unless changed there)."""
+        return self.tokenizer.padding_side
+
     def __call__(
         self,
-        images=None,
-        text: str | list[str] | None = None,
+        images: ImageInput | None = None,
+        text: TextInput | PreTokenizedInput | list[TextInput] | list[PreTokenizedInput] | None = None,
         image_codes=None,
         image_grid_hw=None,
         **kwargs: Unpack[ViQProcessorKwargs],
@@ -248,7 +251,8 @@ class ViQProcessor(ProcessorMixin):
             per_sample = [len(re.findall(pattern, sample)) for sample in counted]
             if sum(per_sample) != num_images:
                 raise ValueError(
-                    f"The text has {sum(per_sample)} {self.image_token} tokens (per sample: {per_sample}) but "
+                    f"The number of {self.image_token} tokens in the prompts should be the same as the number of "
+                    f"images: the text has {sum(per_sample)} {self.image_token} tokens (per sample: {per_sample}) but "
                     f"{num_images} images were given; each image needs exactly one {self.image_token} in the text."
                 )
             replacements = [self.image_token * n for n in self._num_tokens_per_image(grids)] if num_images else []
@@ -370,8 +374,10 @@ class ViQProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
+        """What a call with text and images returns (with `image_codes` instead of images, `image_codes` takes the
+        place of `pixel_values`)."""
         names = list(self.tokenizer.model_input_names) + list(self.image_processor.model_input_names)
-        return list(dict.fromkeys(names + ["image_codes"]))
+        return list(dict.fromkeys(names))
 
     def _get_num_multimodal_tokens(self, image_sizes: Sequence[Sequence[int]] | None = None, **kwargs):
         """
