@@ -60,11 +60,25 @@ def test_results_table_has_the_papers_layout():
     assert "| pixels | 0.150 (1.50x) |" in table and "- [x] psnr >= 24 dB" in table
 
 
+def test_the_tokenizer_and_the_vlms_share_one_heldout_split_and_the_tokenizers_scenes(tmp_path):
+    """The VLMs' scenes start with the tokenizer's, and neither model ever trains on a held-out scene."""
+    from transformers_viq.synthetic import write_shapes_dataset
+
+    write_shapes_dataset(tmp_path / "data", num_train=12, num_heldout=6, size=48, seed=5)
+    write_shapes_dataset(tmp_path / "data-vlm", num_train=24, num_heldout=6, size=48, seed=5)
+    _script().check_one_heldout_split(tmp_path)
+    tokenizer, vlm = (json.loads((tmp_path / name / "train.json").read_text()) for name in ("data", "data-vlm"))
+    assert [row["scene"] for row in tokenizer] == [row["scene"] for row in vlm[:12]]
+    write_shapes_dataset(tmp_path / "data-vlm", num_train=24, num_heldout=6, size=48, seed=6)
+    with pytest.raises(SystemExit, match="held-out scenes .* differ"):
+        _script().check_one_heldout_split(tmp_path)
+
+
 @pytest.mark.slow
 def test_a_quick_pass_runs_every_step_and_writes_the_results(tmp_path):
     """Every step of the miniature at 2% of its steps, on 32 scenes: the commands compose; the numbers mean little."""
-    assert _script().main(["--output-dir", str(tmp_path), "--num-train", "32", "--num-heldout", "8",
-                           "--steps-scale", "0.02"]) == 0  # fmt: skip
+    assert _script().main(["--output-dir", str(tmp_path), "--num-train", "32", "--num-train-vlm", "48",
+                           "--num-heldout", "8", "--steps-scale", "0.02"]) == 0  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     assert KEYS <= set(results)
     assert set(results["accuracy"]) == {"codes", "pixels"} and set(results["accuracy"]["codes"]) == set(
