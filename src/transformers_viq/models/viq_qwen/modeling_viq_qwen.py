@@ -152,7 +152,7 @@ class ViQQwenPreTrainedModel(DamagedCheckpointErrors, PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["ViQEncoderLayer", "ViQQuantizerLayer", "ViQVisionEmbeddings", "Qwen2DecoderLayer"]
+    _no_split_modules = ["ViQEncoderLayer", "ViQVisionEmbeddings", "Qwen2DecoderLayer"]
     _skip_keys_device_placement = "cache"
     _supports_flash_attn = True
     _supports_sdpa = True
