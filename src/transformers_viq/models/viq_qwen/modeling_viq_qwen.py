@@ -217,7 +217,7 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
                 features = self.vision_tower(pixel_values, image_grid_hw, return_pooler_output=False).last_hidden_state
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and _any_trainable(self.vision_tower.code_embedder)):
-                features = self.vision_tower.embed_codes(image_codes, image_grid_hw)
+                features = self.vision_tower.codes_to_features(image_codes, image_grid_hw)
         features = features.to(self.projector.proj_in.weight.dtype)
         return self.projector(features, grid_hw)
 
