@@ -1094,6 +1094,7 @@ class ViQVisionTransformer(DamagedCheckpointErrors, PreTrainedModel):
         raise NotImplementedError
 
     def _initializer_range(self) -> float:
+        """Std of fresh weights: 0.02, SigLIP2's (a [`ViQVisionConfig`] has no `initializer_range`)."""
         return 0.02
 
     def _init_weights(self, module):
