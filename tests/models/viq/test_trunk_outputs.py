@@ -94,6 +94,20 @@ def test_return_dict_false_on_the_tokenizer(tiny_model):
         torch.testing.assert_close(value, expected, rtol=0, atol=0)
 
 
+def test_the_tokenizer_returns_its_trunk_hidden_states_and_attentions(tiny_model):
+    inputs = packed_images()
+    total = int(inputs["pixel_values"].shape[0])
+    layers = tiny_model.config.vision_config.num_hidden_layers
+    out = tiny_model(**inputs, output_hidden_states=True)
+    assert len(out.hidden_states) == layers + 1 and out.attentions is None
+    assert all(tuple(h.shape) == (total, TINY_VISION["hidden_size"]) for h in out.hidden_states)
+    eager = type(tiny_model)._from_config(tiny_model.config, attn_implementation="eager").eval()
+    eager.load_state_dict(tiny_model.state_dict())
+    attentions = eager(**inputs, output_attentions=True).attentions
+    assert len(attentions) == layers
+    assert tuple(attentions[0].shape) == (1, TINY_VISION["num_attention_heads"], total, total)
+
+
 def test_input_embeddings_are_the_patch_embedding(tiny_model):
     model = encoder()
     assert model.get_input_embeddings() is model.embeddings.patch_embedding

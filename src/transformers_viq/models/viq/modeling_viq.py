@@ -75,6 +75,11 @@ class ViQEncoderOutput(ModelOutput):
             reaches the trunk through the straight-through estimator.
         quantizer_inputs (`torch.FloatTensor` of shape `(sum_i 4 * h_i * w_i, len(fsq_levels))`, *optional*):
             The values the quantizer rounded (returned by `forward` only; useful for code-stability diagnostics).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned by `forward` with `output_hidden_states=True`):
+            The embeddings and the output of each trunk block, each `(sum_i h_i * w_i, trunk hidden_size)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned by `forward` with `output_attentions=True`):
+            The attention probabilities of each trunk block under `eager`, each
+            `(1, num_heads, sum_i h_i * w_i, sum_i h_i * w_i)` (zero between patches of different images).
     """
 
     image_codes: torch.LongTensor | None = None
@@ -82,6 +87,8 @@ class ViQEncoderOutput(ModelOutput):
     pooler_output: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     quantizer_inputs: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1426,11 +1433,21 @@ class ViQModel(ViQPreTrainedModel):
             )
 
     # ---- the pieces ---------------------------------------------------------------------------------------------
-    def _encode(self, pixel_values, grid_hw, return_pooler_output: bool, return_features: bool):
+    def _encode(
+        self,
+        pixel_values,
+        grid_hw,
+        return_pooler_output: bool,
+        return_features: bool,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ):
         device = self.embeddings.patch_embedding.weight.device
         packed = self._packed(grid_hw, device)
         # host inputs travel without a synchronisation (as do the segment offsets and the RoPE tables)
-        hidden_states, _, _ = self.trunk(pixel_values, grid_hw, packed)
+        hidden_states, all_hidden_states, all_attentions = self.trunk(
+            pixel_values, grid_hw, packed, output_hidden_states, output_attentions
+        )
         values, codes, indices = self.quantizer(self.fusion(hidden_states, packed), grid_hw, packed)
         features = self.code_embedder(codes) if (return_features or return_pooler_output) else None
         return ViQEncoderOutput(
@@ -1439,6 +1456,8 @@ class ViQModel(ViQPreTrainedModel):
             pooler_output=self.pool(features, grid_hw) if return_pooler_output else None,
             last_hidden_state=features,
             quantizer_inputs=values,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
         )
 
     def forward(
@@ -1446,6 +1465,8 @@ class ViQModel(ViQPreTrainedModel):
         pixel_values: torch.FloatTensor,
         image_grid_hw: torch.LongTensor,
         return_pooler_output: bool = True,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
     ) -> ViQEncoderOutput | tuple:
         r"""
@@ -1461,16 +1482,25 @@ class ViQModel(ViQPreTrainedModel):
                 Patch grid of each image.
             return_pooler_output (`bool`, *optional*, defaults to `True`):
                 Whether to run the attention-pooling head.
+            output_hidden_states (`bool`, *optional*):
+                Also return the embeddings and every trunk block's output (default: `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Also return every trunk block's attention probabilities (default: `config.output_attentions`; only
+                `eager` computes them, other implementations give `None` entries, as in transformers).
             return_dict (`bool`, *optional*):
                 `False` returns a tuple of the output's fields that are set (default: `config.return_dict`).
 
         Returns:
             [`ViQEncoderOutput`] with `image_codes`, `image_grid_hw`, `last_hidden_state` (the features),
-            `quantizer_inputs` and, if asked, `pooler_output`.
+            `quantizer_inputs` and, if asked, `pooler_output`, `hidden_states` and `attentions`.
         """
+        config = self.config
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
         grid_hw = self._check_inputs(pixel_values, image_grid_hw, check_values=False)
-        output = self._encode(pixel_values, grid_hw, return_pooler_output, return_features=True)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output = self._encode(pixel_values, grid_hw, return_pooler_output, True, output_hidden_states,
+                              output_attentions)  # fmt: skip
+        return_dict = config.return_dict if return_dict is None else return_dict
         return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
