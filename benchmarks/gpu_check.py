@@ -65,7 +65,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 import transformers_viq  # noqa: E402
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel  # noqa: E402
-from transformers_viq.models.viq.modeling_viq import resolve_packed_attention  # noqa: E402
+from transformers_viq.models.viq.modeling_viq import resolve_packed_kernel  # noqa: E402
 
 from harness import (  # noqa: E402
     RunLog,
@@ -111,8 +111,8 @@ def environment(device: torch.device) -> dict:
         except Exception as error:  # not installed, or broken
             env[name] = f"unavailable ({type(error).__name__})"
     for dtype in (torch.bfloat16, torch.float32):  # the kernel the sdpa variants run the packed attention with
-        backend, note, _ = resolve_packed_attention("auto", device, dtype, 256)
-        env[f"packed_attention_{str(dtype).replace('torch.', '')}"] = backend + (f" ({note})" if note else "")
+        kernel, note, _ = resolve_packed_kernel("sdpa", device, dtype, 256)
+        env[f"packed_kernel_{str(dtype).replace('torch.', '')}"] = kernel + (f" ({note})" if note else "")
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -602,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{env['diffusers']}, flash_attn {env['flash_attn']}, python {env['python']}; device {device}"
         + (f" = {env['gpu']} ({env['gpu_memory_gib']} GiB)" if "gpu" in env else ""))  # fmt: skip
     log(f"transformers_viq from {env['transformers_viq_path']}; packed attention of the sdpa variants: bf16 "
-        f"{env['packed_attention_bfloat16']}, fp32 {env['packed_attention_float32']}")  # fmt: skip
+        f"{env['packed_kernel_bfloat16']}, fp32 {env['packed_kernel_float32']}")  # fmt: skip
     log(f"cases {args.cases or 'none'}; variants {variants}; throughput sizes "
         f"{report.data['settings']['sizes'] or 'none'} x{args.batch}, {args.seconds} s each")  # fmt: skip
     log(f"estimated wall time: ~{estimate_seconds(args, manifest, variants, device):.0f} s (rough); stages starting "

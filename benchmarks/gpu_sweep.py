@@ -8,8 +8,9 @@ What it measures (codes only: `encode(..., return_pooler_output=False)`, random 
 
 1. a plain `--matmul-size`^3 matmul in bf16 (and fp32 without TF32 when an fp32 path runs), before and after the
    sweep: the rate the rows are compared with;
-2. for every variant (default: `bf16-compiled` = packed attention "auto" + `compile_blocks()`, `bf16-eager`,
-   `bf16-per-image` = eager with one attention call per image (the path before varlen attention), `fp32-eager`),
+2. for every variant (default: `bf16-compiled` = `attn_implementation="sdpa"` (which picks the packed kernel) +
+   `compile_blocks()`, `bf16-eager`, `bf16-per-image` = `"viq_per_image"`, one attention call per image, not
+   compiled, `fp32-eager`),
    every `--sizes` entry (`HxW`, or `mixed` = 8 sizes from 224x336 to 1024x1024) and every batch size: images/s,
    patch tokens/s, achieved TFLOP/s (matrix-product FLOPs of `encode_flops`, codes-only components), its share of the
    in-run matmul of the same dtype, peak GPU memory, the first call's time (compilation) and the number of graphs
@@ -55,7 +56,7 @@ from transformers.utils import logging as hf_logging
 
 import transformers_viq
 from transformers_viq import ViQConfig, ViQImageProcessor, ViQModel
-from transformers_viq.models.viq.modeling_viq import resolve_packed_attention
+from transformers_viq.models.viq.modeling_viq import resolve_packed_kernel
 
 from harness import RunLog, StageReport, encode_flops, format_table, free_memory, make_inputs, parse_size, synchronize
 
@@ -65,13 +66,13 @@ MIXED = {  # 8 sizes of the issue's mixed row (224x336 ... 1024x1024), and a sma
     "mixed": [(224, 336), (384, 384), (448, 640), (512, 512), (640, 480), (768, 768), (896, 672), (1024, 1024)],
     "mixed-small": [(32, 48), (48, 48), (64, 32), (64, 64), (80, 48), (48, 96), (96, 64), (96, 96)],
 }
-VARIANTS = {  # name -> (dtype, packed attention, compiled)
-    "bf16-compiled": (torch.bfloat16, "auto", True),
-    "bf16-eager": (torch.bfloat16, "auto", False),
-    "bf16-per-image": (torch.bfloat16, "per_image", False),
-    "bf16-sdpa": (torch.bfloat16, "sdpa", False),
-    "fp32-eager": (torch.float32, "auto", False),
-    "fp32-compiled": (torch.float32, "auto", True),
+VARIANTS = {  # name -> (dtype, attn_implementation, compiled)
+    "bf16-compiled": (torch.bfloat16, "sdpa", True),
+    "bf16-eager": (torch.bfloat16, "sdpa", False),
+    "bf16-per-image": (torch.bfloat16, "viq_per_image", False),
+    "bf16-sdpa": (torch.bfloat16, "viq_sdpa", False),
+    "fp32-eager": (torch.float32, "sdpa", False),
+    "fp32-compiled": (torch.float32, "sdpa", True),
 }
 DEFAULT_VARIANTS = "bf16-compiled,bf16-eager,bf16-per-image:8,fp32-eager"
 # The issue's outside measurement (H200, bf16, batch 8, codes only): our images/s then, and how much faster that was
@@ -107,8 +108,8 @@ def environment(device: torch.device) -> dict:
     except Exception as error:
         env["flash_attn"] = f"unavailable ({type(error).__name__})"
     for dtype in (torch.bfloat16, torch.float32):
-        backend, note, _ = resolve_packed_attention("auto", device, dtype, 256)
-        env[f"packed_attention_auto_{str(dtype).replace('torch.', '')}"] = backend + (f" ({note})" if note else "")
+        kernel, note, _ = resolve_packed_kernel("sdpa", device, dtype, 256)
+        env[f"packed_kernel_sdpa_{str(dtype).replace('torch.', '')}"] = kernel + (f" ({note})" if note else "")
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -193,14 +194,14 @@ class Inputs:
 
 
 @contextlib.contextmanager
-def variant_setup(model: ViQModel, packed_attention: str, compiled: bool):
-    model.packed_attention = packed_attention
+def variant_setup(model: ViQModel, implementation: str, compiled: bool):
+    model.set_attn_implementation(implementation)
     model.compile_blocks(compiled)
     try:
         yield model
     finally:
         model.compile_blocks(False)
-        model.packed_attention = "auto"
+        model.set_attn_implementation("sdpa")
 
 
 def encode_codes(model: ViQModel, entry: dict) -> torch.Tensor:
@@ -315,9 +316,9 @@ def profile_row(model: ViQModel, device: torch.device, entries: list[dict], call
 
 
 def agreement(model: ViQModel, entry: dict, variants: list[tuple[str, str, bool]]) -> dict:
-    """Code agreement of each `(label, packed attention, compiled)` path with the eager per-image loop, and of the
+    """Code agreement of each `(label, attn_implementation, compiled)` path with the eager per-image loop, and of the
     first image encoded alone with the same image inside the batch."""
-    with variant_setup(model, "per_image", False):
+    with variant_setup(model, "viq_per_image", False):
         reference = encode_codes(model, entry).cpu()
     result = {}
     for label, packed, compiled in variants:
@@ -460,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"torch {env['torch']} (cuda {env['torch_cuda']}), transformers {env['transformers']}, flash_attn "
         f"{env['flash_attn']}, python {env['python']}; device {device}"
         + (f" = {env['gpu']} ({env['gpu_memory_gib']} GiB)" if "gpu" in env else ""))  # fmt: skip
-    log(f"packed attention 'auto': bf16 -> {env['packed_attention_auto_bfloat16']}; fp32 -> "
-        f"{env['packed_attention_auto_float32']}")  # fmt: skip
+    log(f"packed kernel of 'sdpa': bf16 -> {env['packed_kernel_sdpa_bfloat16']}; fp32 -> "
+        f"{env['packed_kernel_sdpa_float32']}")  # fmt: skip
     dtypes = {VARIANTS[name][0] for name, _ in variants}
 
     with report.stage("matmul reference (before)"):
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     with report.stage(f"build the 16k model ({args.layers} layers, encode only) on {device}"):
         models = build_models(args.layers, device, dtypes)
         implementation = next(iter(models.values())).config._attn_implementation
-        log(f"  attn_implementation {implementation!r}; packed attention per variant is in the rows")
+        log(f"  attn_implementation {implementation!r}; the packed kernel per variant is in the rows")
         if implementation != "sdpa":
             raise RuntimeError(f"asked for sdpa attention, the model uses {implementation!r}")
         if device.type == "cuda":
@@ -506,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                         report.skip(f"{name} {size} x{batch}", row["skipped"])
                         continue
                     row["error"] = "did not finish"
-                    row["attention"] = resolve_packed_attention(model.packed_attention, device, dtype, 256)[0]
+                    row["attention"] = resolve_packed_kernel(model.config._attn_implementation, device, dtype, 256)[0]
                     with report.stage(f"{name} {size} x{batch} (attention: {row['attention']})"):
                         row.update(throughput_row(model, device, entries, args.seconds, args.warmup, args.min_calls))
                         matmul = report.data["matmul"][f"{str(dtype).replace('torch.', '')}_before"]
@@ -544,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             report.skip(f"agreement {dtype}", "past the budget")
             continue
         with report.stage(f"code agreement {dtype} ({agreement_size} x{min(8, max(batches))})"):
-            labels = [("eager auto", "auto", False), ("eager sdpa", "sdpa", False), ("compiled auto", "auto", True)]
+            labels = [("eager sdpa", "sdpa", False), ("eager viq_sdpa", "viq_sdpa", False),
+                      ("compiled sdpa", "sdpa", True)]  # fmt: skip
             entry = inputs.calls(agreement_size, min(8, max(batches)))[0]
             result = agreement(models[dtype], entry, labels)
             report.data["agreement"][str(dtype).replace("torch.", "")] = result
@@ -554,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and torch.bfloat16 in models:
         with report.stage("host-device synchronisations inside encode (bf16, host inputs)"):
             entry = inputs.calls(sizes[0], min(8, max(batches)))[0]
-            for label, packed, compiled in (("bf16-eager", "auto", False), ("bf16-compiled", "auto", True)):
+            for label, packed, compiled in (("bf16-eager", "sdpa", False), ("bf16-compiled", "sdpa", True)):
                 result = sync_check(models[torch.bfloat16], entry, label, packed, compiled)
                 report.data["sync_check"][label] = result
                 log(f"  {label}: {result['synchronisations']} synchronisation(s) {result['messages']}")

@@ -556,7 +556,7 @@ def test_fsdp_wraps_the_stage_blocks_and_resumes_into_sharded_parameters(assets,
     model = build_stage(ViQStageArguments(**tiny_stage_arguments(stage, assets, init_from=init_from)),
                         training_args(tmp_path / "out")).model  # fmt: skip
     blocks = model._no_split_modules
-    assert "ViQEncoderLayer" in blocks and (stage == "stage1") == ("ViQQuantizerLayer" not in blocks)
+    assert "ViQEncoderLayer" in blocks  # the one block class of the trunk, fusion, quantizer and latent head
     for name in blocks:
         assert get_module_class_from_name(model, name) is not None, name
     torch.manual_seed(1)

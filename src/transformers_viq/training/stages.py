@@ -544,9 +544,9 @@ def build_stage(args: ViQStageArguments, training_args) -> StageComponents:
         teacher = load_vision_model(args.teacher_name_or_path, filename=args.teacher_filename,
                                     num_attention_heads=args.num_attention_heads, hidden_act=args.hidden_act,
                                     dtype=compute_dtype).eval()  # fmt: skip
-        if teacher.config.hidden_size != viq.config.vision_config.hidden_size:
+        if teacher.config.hidden_size != viq.trunk_config.hidden_size:
             raise ValueError(f"The teacher's width {teacher.config.hidden_size} differs from the student's "
-                             f"{viq.config.vision_config.hidden_size}.")  # fmt: skip
+                             f"{viq.trunk_config.hidden_size}.")  # fmt: skip
     teacher_size = args.teacher_image_size or (16 * teacher.config.position_embedding_size if teacher else 384)
 
     text_head, tokenizer = None, None
@@ -557,7 +557,7 @@ def build_stage(args: ViQStageArguments, training_args) -> StageComponents:
 
         tokenizer = AutoTokenizer.from_pretrained(args.text_model_name_or_path)
         text_head = TextAlignmentHead.from_pretrained(
-            args.text_model_name_or_path, viq.config.vision_config.hidden_size, lora_r=args.lora_r,
+            args.text_model_name_or_path, viq.trunk_config.hidden_size, lora_r=args.lora_r,
             lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, use_dora=args.use_dora, dtype=compute_dtype,
             image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         )  # fmt: skip

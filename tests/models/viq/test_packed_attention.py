@@ -1,5 +1,6 @@
-"""Block-diagonal attention over packed images: kernel dispatch and fallbacks, the semantics of every backend against
-a dense reference and the per-image loop, and the opt-in compiled blocks."""
+"""Block-diagonal attention over packed images: the packed kernels as attention implementations (dispatch and
+fallbacks), the semantics of every kernel against a dense reference and the per-image loop, and the opt-in compiled
+blocks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from transformers.utils import logging as hf_logging
 
 from transformers_viq import ViQImageProcessor
 from transformers_viq.models.viq import modeling_viq as mv
-from transformers_viq.models.viq.modeling_viq import PackedSequence, packed_attention, resolve_packed_attention
+from transformers_viq.models.viq.modeling_viq import PackedSequence, packed_attention, resolve_packed_kernel
 
 
 CUDA = torch.device("cuda")
@@ -105,81 +106,108 @@ def reference_varlen(signature="torch-2.11"):
     return (varlen_attn, parameters), calls
 
 
+def attend(module, query, key, value, packed):
+    """The attention output alone (`packed_attention` also returns the probabilities, `None` here)."""
+    out, weights = packed_attention(module, query, key, value, packed)
+    assert weights is None
+    return out
+
+
 # ---- dispatch --------------------------------------------------------------------------------------------------
-def test_auto_picks_varlen_then_flash_attn_then_sdpa_on_cuda(kernels):
+def test_sdpa_picks_varlen_then_flash_attn_then_batched_sdpa_on_cuda(kernels):
     varlen, _ = reference_varlen()
     kernels(varlen=varlen, flash_attn=lambda *a, **k: None)
-    assert resolve_packed_attention("auto", CUDA, torch.bfloat16, 96) == ("varlen", None, False)
+    assert resolve_packed_kernel("sdpa", CUDA, torch.bfloat16, 96) == ("viq_varlen", None, False)
+    assert resolve_packed_kernel(None, CUDA, torch.bfloat16, 96) == ("viq_varlen", None, False)  # not set yet
     kernels(varlen=None, flash_attn=lambda *a, **k: None)
-    backend, note, warn = resolve_packed_attention("auto", CUDA, torch.bfloat16, 96)
-    assert (backend, warn) == ("flash_attn", True) and "has no torch.nn.attention.varlen" in note
+    kernel, note, warn = resolve_packed_kernel("sdpa", CUDA, torch.bfloat16, 96)
+    assert (kernel, warn) == ("viq_flash_attn", True) and "has no torch.nn.attention.varlen" in note
     kernels(varlen=None, flash_attn=None)
-    backend, note, warn = resolve_packed_attention("auto", CUDA, torch.float16, 256)
-    assert (backend, warn) == ("sdpa", True) and "flash-attn package is not installed" in note
+    kernel, note, warn = resolve_packed_kernel("sdpa", CUDA, torch.float16, 256)
+    assert (kernel, warn) == ("viq_sdpa", True) and "flash-attn package is not installed" in note
 
 
-def test_auto_on_cpu_and_fp32_cuda_uses_sdpa_kernels_without_warning(kernels):
+def test_sdpa_on_cpu_and_fp32_cuda_uses_sdpa_kernels_without_warning(kernels):
     varlen, _ = reference_varlen()
     kernels(varlen=varlen, flash_attn=lambda *a, **k: None)
-    assert resolve_packed_attention("auto", CPU, torch.bfloat16, 96) == ("per_image", None, False)
-    backend, note, warn = resolve_packed_attention("auto", CUDA, torch.float32, 96)
-    assert (backend, warn) == ("sdpa", False) and "float16 or bfloat16" in note  # not applicable, not missing
-    backend, _, warn = resolve_packed_attention("auto", CUDA, torch.bfloat16, 320)  # head_dim beyond the kernels
-    assert (backend, warn) == ("sdpa", False)
+    assert resolve_packed_kernel("sdpa", CPU, torch.bfloat16, 96) == ("viq_per_image", None, False)
+    kernel, note, warn = resolve_packed_kernel("sdpa", CUDA, torch.float32, 96)
+    assert (kernel, warn) == ("viq_sdpa", False) and "float16 or bfloat16" in note  # not applicable, not missing
+    kernel, _, warn = resolve_packed_kernel("sdpa", CUDA, torch.bfloat16, 320)  # head_dim beyond the kernels
+    assert (kernel, warn) == ("viq_sdpa", False)
 
 
-def test_a_kernel_asked_for_falls_back_to_auto_with_the_reason(kernels):
+def test_a_kernel_asked_for_falls_back_to_what_sdpa_picks_with_the_reason(kernels):
     varlen, _ = reference_varlen()
     kernels(varlen=None, flash_attn=None)
-    backend, note, warn = resolve_packed_attention("varlen", CUDA, torch.bfloat16, 96)
-    assert (backend, warn) == ("sdpa", True)
-    assert "'varlen' cannot run" in note and f"torch {torch.__version__}" in note
+    kernel, note, warn = resolve_packed_kernel("viq_varlen", CUDA, torch.bfloat16, 96)
+    assert (kernel, warn) == ("viq_sdpa", True)
+    assert "'viq_varlen' cannot run" in note and f"torch {torch.__version__}" in note
     kernels(varlen=varlen, flash_attn=None)
-    assert resolve_packed_attention("flash_attn", CUDA, torch.bfloat16, 96)[0] == "varlen"
-    assert resolve_packed_attention("varlen", CPU, torch.bfloat16, 96)[0] == "per_image"
-    assert resolve_packed_attention("sdpa", CPU, torch.float32, 96) == ("sdpa", None, False)
-    with pytest.raises(ValueError, match="Unknown packed attention 'xformers'"):
-        resolve_packed_attention("xformers", CUDA, torch.bfloat16, 96)
+    assert resolve_packed_kernel("viq_flash_attn", CUDA, torch.bfloat16, 96)[0] == "viq_varlen"
+    assert resolve_packed_kernel("viq_varlen", CPU, torch.bfloat16, 96)[0] == "viq_per_image"
+    assert resolve_packed_kernel("viq_sdpa", CPU, torch.float32, 96) == ("viq_sdpa", None, False)
+    # implementations with their own path have no packed kernel
+    assert resolve_packed_kernel("eager", CUDA, torch.bfloat16, 96) == (None, None, False)
+    assert resolve_packed_kernel("flash_attention_2", CUDA, torch.bfloat16, 96) == (None, None, False)
 
 
-def test_model_setting_is_validated_and_a_fallback_is_logged_once(tiny_model, caplog):
-    with pytest.raises(ValueError, match="expected one of auto, varlen, flash_attn, sdpa, per_image"):
-        tiny_model.packed_attention = "flash"
-    assert tiny_model.packed_attention == "auto"
+def test_the_kernels_are_attention_implementations_and_a_fallback_is_logged_once(tiny_model, caplog):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    assert all(name in ALL_ATTENTION_FUNCTIONS for name in mv.PACKED_KERNELS)
     inputs = pack(random_images())
     reference = tiny_model.encode(**inputs).image_codes
-    tiny_model.packed_attention = "varlen"  # cannot run on a CPU
+    tiny_model.set_attn_implementation("viq_varlen")  # cannot run on a CPU
+    assert tiny_model.config._attn_implementation == "viq_varlen"
     hf_logging.warning_once.cache_clear()
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         first = tiny_model.encode(**inputs).image_codes
         second = tiny_model.encode(**inputs).image_codes
     messages = [r.getMessage() for r in caplog.records if "packed attention" in r.getMessage()]
-    assert messages == ["packed attention 'varlen' cannot run: it needs a CUDA device, the model is on cpu; using "
-                        "'per_image'"]  # fmt: skip
+    assert messages == ["packed attention 'viq_varlen' cannot run: it needs a CUDA device, the model is on cpu; "
+                        "using 'viq_per_image'"]  # fmt: skip
     assert torch.equal(first, reference) and torch.equal(second, reference)
+
+
+def test_the_old_packed_attention_setting_says_what_replaces_it(tiny_model):
+    with pytest.raises(AttributeError, match=r"got 'varlen'.*set_attn_implementation.*'viq_varlen'"):
+        tiny_model.packed_attention = "varlen"
+    assert not hasattr(tiny_model, "packed_attention")
+    assert tiny_model.config._attn_implementation == "sdpa"
+
+
+def test_the_kernels_refuse_other_models_calls():
+    """Registered globally, the kernels serve only callers that pass the packed layout (another model would get
+    wrong results from an attention that ignores its mask)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    query = torch.randn(1, 4, 6, 16)
+    with pytest.raises(ValueError, match="'viq_sdpa' computes block-diagonal attention .* needs their layout"):
+        ALL_ATTENTION_FUNCTIONS["viq_sdpa"](Attention(16), query, query, query, None, scaling=0.25)
 
 
 # ---- semantics -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("lengths", [[15, 4, 9], [6, 6, 6], [11]])
-@pytest.mark.parametrize("backend", ["per_image", "sdpa"])
-def test_backends_compute_block_diagonal_non_causal_attention(lengths, backend):
-    module = Attention(head_dim=16)
+@pytest.mark.parametrize("implementation", ["viq_per_image", "viq_sdpa", "sdpa", "eager"])
+def test_kernels_compute_block_diagonal_non_causal_attention(lengths, implementation):
+    module = Attention(head_dim=16, implementation=implementation)
     query, key, value = qkv(lengths)
-    packed = PackedSequence.from_lengths(lengths, CPU, backend=backend)
-    out = packed_attention(module, query, key, value, packed)
+    packed = PackedSequence.from_lengths(lengths, CPU)  # the kernel is resolved on the call
+    out = attend(module, query, key, value, packed)
     assert out.shape == query.shape
     expected = dense_reference(query, key, value, lengths, module.scaling)
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6)
     # non-causal: the first token of the first image sees the last token of its image
     changed = value.clone()
     changed[lengths[0] - 1] += 1.0
-    assert not torch.allclose(packed_attention(module, query, key, changed, packed)[0], out[0])
+    assert not torch.allclose(attend(module, query, key, changed, packed)[0], out[0])
     # block-diagonal: other images cannot change an image's output at all
     if len(lengths) > 1:
         changed = [t.clone() for t in (query, key, value)]
         for t in changed:
             t[lengths[0] :] = torch.randn_like(t[lengths[0] :])
-        again = packed_attention(module, *changed, packed)
+        again = attend(module, *changed, packed)
         assert torch.equal(again[: lengths[0]], out[: lengths[0]])
 
 
@@ -190,17 +218,17 @@ def test_varlen_path_passes_the_packed_layout_and_matches_the_per_image_loop(ker
     lengths = [15, 4, 9]
     module = Attention(head_dim=16)
     query, key, value = qkv(lengths, dtype=torch.bfloat16)
-    out = packed_attention(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, backend="varlen"))
+    out = attend(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, kernel="viq_varlen"))
     assert len(calls) == 1 and calls[0]["shape"] == (28, 4, 16) and calls[0]["max_q"] == 15  # one call, no loop
     assert calls[0].get("window_size", (-1, -1)) == (-1, -1) and not calls[0].get("is_causal", False)
     assert calls[0].get("scale", module.scaling) == module.scaling
-    loop = packed_attention(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, backend="per_image"))
+    loop = attend(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, kernel="viq_per_image"))
     torch.testing.assert_close(out.float(), loop.float(), rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(out.double(), dense_reference(query, key, value, lengths, module.scaling),
                                rtol=2e-2, atol=2e-2)  # fmt: skip
     # a scale other than 1/sqrt(head_dim) reaches a torch 2.10 kernel through the queries
     module.scaling = 0.05
-    scaled = packed_attention(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, backend="varlen"))
+    scaled = attend(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, kernel="viq_varlen"))
     torch.testing.assert_close(scaled.double(), dense_reference(query, key, value, lengths, 0.05), rtol=2e-2,
                                atol=2e-2)  # fmt: skip
 
@@ -217,7 +245,7 @@ def test_flash_attn_path_passes_the_packed_layout(kernels):
     lengths = [7, 12]
     module = Attention(head_dim=16)
     query, key, value = qkv(lengths, dtype=torch.float16)
-    out = packed_attention(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, backend="flash_attn"))
+    out = attend(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, kernel="viq_flash_attn"))
     assert seen == {"shape": (19, 4, 16), "max_q": 12, "scale": module.scaling, "causal": False, "dropout": 0.0}
     torch.testing.assert_close(out.double(), dense_reference(query, key, value, lengths, module.scaling),
                                rtol=2e-2, atol=2e-2)  # fmt: skip
@@ -230,20 +258,20 @@ def test_varlen_kernels_are_not_given_fp32(kernels):
     lengths = [5, 8]
     module = Attention(head_dim=16)
     query, key, value = qkv(lengths)
-    out = packed_attention(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, backend="varlen"))
+    out = attend(module, query, key, value, PackedSequence.from_lengths(lengths, CPU, kernel="viq_varlen"))
     assert not calls
     torch.testing.assert_close(out.double(), dense_reference(query, key, value, lengths, module.scaling), rtol=1e-5,
                                atol=1e-6)  # fmt: skip
 
 
-def test_model_codes_do_not_depend_on_the_backend_or_the_batch(tiny_model, kernels, monkeypatch):
-    """Every attention of the model (trunk, fusion, quantizer) through each backend gives the per-image loop's codes;
+def test_model_codes_do_not_depend_on_the_kernel_or_the_batch(tiny_model, kernels, monkeypatch):
+    """Every attention of the model (trunk, fusion, quantizer) through each kernel gives the per-image loop's codes;
     the varlen path with a reference kernel (CPU has no flash attention), made to run by pretending a CUDA device."""
     images = random_images(sizes=((48, 80), (32, 32), (64, 16), (48, 48)))
     inputs = pack(images)
-    tiny_model.packed_attention = "per_image"
+    tiny_model.set_attn_implementation("viq_per_image")
     reference = tiny_model.encode(**inputs)
-    tiny_model.packed_attention = "sdpa"
+    tiny_model.set_attn_implementation("viq_sdpa")
     batched = tiny_model.encode(**inputs)
     assert torch.equal(batched.image_codes, reference.image_codes)
     torch.testing.assert_close(batched.pooler_output, reference.pooler_output, rtol=1e-5, atol=1e-6)
@@ -253,12 +281,12 @@ def test_model_codes_do_not_depend_on_the_backend_or_the_batch(tiny_model, kerne
     varlen, calls = reference_varlen()
     kernels(varlen=varlen)
     real = mv._kernel_unavailable
-    monkeypatch.setattr(mv, "_kernel_unavailable", lambda name, device, dtype, head_dim: None if name == "varlen"
-                        else real(name, device, dtype, head_dim))  # fmt: skip
+    monkeypatch.setattr(mv, "_kernel_unavailable", lambda name, device, dtype, head_dim: None
+                        if name == "viq_varlen" else real(name, device, dtype, head_dim))  # fmt: skip
     model = tiny_model.to(torch.bfloat16)
-    model.packed_attention = "per_image"
+    model.set_attn_implementation("viq_per_image")
     loop = model.encode(**inputs)
-    model.packed_attention = "varlen"
+    model.set_attn_implementation("viq_varlen")
     out = model.encode(**inputs)
     layers = model.config.vision_config.num_hidden_layers + model.config.fusion_num_layers
     assert len(calls) == layers + model.config.quantizer_num_layers  # every attention went through varlen
@@ -313,18 +341,18 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @needs_cuda
-@pytest.mark.parametrize("backend", ["varlen", "flash_attn", "sdpa"])
-def test_gpu_backends_match_the_per_image_loop(tiny_model, backend):
-    if backend == "varlen" and mv._torch_varlen_attn() is None:
+@pytest.mark.parametrize("kernel", ["viq_varlen", "viq_flash_attn", "viq_sdpa"])
+def test_gpu_kernels_match_the_per_image_loop(tiny_model, kernel):
+    if kernel == "viq_varlen" and mv._torch_varlen_attn() is None:
         pytest.skip(f"torch {torch.__version__} has no torch.nn.attention.varlen")
-    if backend == "flash_attn" and mv._flash_attn_varlen_func() is None:
+    if kernel == "viq_flash_attn" and mv._flash_attn_varlen_func() is None:
         pytest.skip("flash-attn is not installed")
     model = tiny_model.to("cuda", torch.bfloat16)
     inputs = pack(random_images(sizes=((48, 80), (32, 32), (64, 16), (48, 48))))
-    model.packed_attention = "per_image"
+    model.set_attn_implementation("viq_per_image")
     loop = model.encode(**inputs)
-    model.packed_attention = backend
-    assert model._packed([(2, 2)], "cuda").backend == backend
+    model.set_attn_implementation(kernel)
+    assert model._packed([(2, 2)], "cuda").kernel == kernel
     out = model.encode(**inputs)
     assert (out.image_codes == loop.image_codes).float().mean() >= 0.97
     torch.testing.assert_close(out.pooler_output.float(), loop.pooler_output.float(), rtol=5e-2, atol=5e-2)
@@ -366,17 +394,18 @@ def test_the_pipeline_and_extraction_encode_without_synchronising(tiny_model, mo
 
 
 def test_the_stage1_encoder_chooses_its_attention_kernel_like_viq(tiny_model):
-    """`ViQVisionModel` (Stage 1, teachers) shares `packed_attention`: batched SDPA equals the per-image loop."""
+    """`ViQVisionModel` (Stage 1, teachers) has the same kernels: batched SDPA equals the per-image loop."""
     from transformers_viq import ViQVisionModel
 
     encoder = ViQVisionModel(tiny_model.config.vision_config).eval()
     inputs = pack(random_images(sizes=((48, 80), (32, 32), (64, 16))))
-    assert encoder.packed_attention == "auto"
-    encoder.packed_attention = "per_image"
+    assert encoder.config._attn_implementation == "sdpa"
+    assert encoder._packed([(2, 2)], "cpu").kernel == "viq_per_image"
+    encoder.set_attn_implementation("viq_per_image")
     reference = encoder(**inputs)
-    encoder.packed_attention = "sdpa"
+    encoder.set_attn_implementation("viq_sdpa")
     batched = encoder(**inputs)
     torch.testing.assert_close(batched.last_hidden_state, reference.last_hidden_state, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batched.pooler_output, reference.pooler_output, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="Unknown packed attention 'flash'"):
-        encoder.packed_attention = "flash"
+    with pytest.raises(AttributeError, match="set_attn_implementation"):
+        encoder.packed_attention = "viq_sdpa"

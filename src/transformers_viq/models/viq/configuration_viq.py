@@ -161,12 +161,6 @@ class ViQVisionConfig(PreTrainedConfig):
     def to_dict(self) -> dict:
         return without_empty_auto_map(super().to_dict())
 
-    @property
-    def vision_config(self) -> "ViQVisionConfig":
-        """The trunk's own configuration: the trunk layers read `config.vision_config`, whether they are built for a
-        [`ViQModel`] (whose config holds a `ViQVisionConfig`) or for a [`ViQVisionModel`] (whose config is one)."""
-        return self
-
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "ViQVisionConfig":
         """

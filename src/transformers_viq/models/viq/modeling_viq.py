@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AttentionInterface, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -74,6 +74,11 @@ class ViQEncoderOutput(ModelOutput):
             reaches the trunk through the straight-through estimator.
         quantizer_inputs (`torch.FloatTensor` of shape `(sum_i 4 * h_i * w_i, len(fsq_levels))`, *optional*):
             The values the quantizer rounded (returned by `forward` only; useful for code-stability diagnostics).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned by `forward` with `output_hidden_states=True`):
+            The embeddings and the output of each trunk block, each `(sum_i h_i * w_i, trunk hidden_size)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned by `forward` with `output_attentions=True`):
+            The attention probabilities of each trunk block under `eager`, each
+            `(1, num_heads, sum_i h_i * w_i, sum_i h_i * w_i)` (zero between patches of different images).
     """
 
     image_codes: torch.LongTensor | None = None
@@ -81,13 +86,17 @@ class ViQEncoderOutput(ModelOutput):
     pooler_output: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     quantizer_inputs: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Packed sequences and block-diagonal attention over them
 # ----------------------------------------------------------------------------------------------------------------
-PACKED_ATTENTION_BACKENDS = ("auto", "varlen", "flash_attn", "sdpa", "per_image")
-_COMPILED_REGIONS: dict[str, dict[Callable, Callable]] = {}  # `ViQModel.compile_blocks`: options -> compiled functions
+# Kernels for block-diagonal attention over packed images, registered in transformers' `AttentionInterface` (so
+# `attn_implementation="viq_varlen"` etc. chooses them); `"sdpa"` picks the fastest that runs
+# (`resolve_packed_kernel`).
+PACKED_KERNELS = ("viq_varlen", "viq_flash_attn", "viq_sdpa", "viq_per_image")
 _VARLEN_DTYPES = (torch.float16, torch.bfloat16)
 _VARLEN_MAX_HEAD_DIM = 256  # flash-attention kernels: head_dim <= 256 and a multiple of 8
 
@@ -132,9 +141,9 @@ def _flash_attn_varlen_func() -> Callable | None:
 
 
 def _kernel_unavailable(name: str, device: torch.device, dtype: torch.dtype, head_dim: int) -> tuple[str, bool] | None:
-    """Why packed-attention kernel `name` cannot run here: `(reason, missing)`, `missing` when the kernel itself is
-    absent (rather than the device or dtype not fitting it); `None` when it can run."""
-    if name in ("sdpa", "per_image"):
+    """Why packed kernel `name` cannot run here: `(reason, missing)`, `missing` when the kernel itself is absent
+    (rather than the device or dtype not fitting it); `None` when it can run."""
+    if name in ("viq_sdpa", "viq_per_image"):
         return None
     if device.type != "cuda":
         return f"it needs a CUDA device, the model is on {device.type}", False
@@ -142,73 +151,74 @@ def _kernel_unavailable(name: str, device: torch.device, dtype: torch.dtype, hea
         return f"it needs float16 or bfloat16, the model is {str(dtype).replace('torch.', '')}", False
     if head_dim > _VARLEN_MAX_HEAD_DIM or head_dim % 8:
         return f"its kernels need head_dim <= {_VARLEN_MAX_HEAD_DIM} and a multiple of 8, got {head_dim}", False
-    if name == "varlen" and _torch_varlen_attn() is None:
+    if name == "viq_varlen" and _torch_varlen_attn() is None:
         return f"torch {torch.__version__} has no torch.nn.attention.varlen", True
-    if name == "flash_attn" and _flash_attn_varlen_func() is None:
+    if name == "viq_flash_attn" and _flash_attn_varlen_func() is None:
         return "the flash-attn package is not installed", True
     return None
 
 
-def resolve_packed_attention(
-    requested: str, device: torch.device, dtype: torch.dtype, head_dim: int
-) -> tuple[str, str | None, bool]:
+def resolve_packed_kernel(
+    implementation: str | None, device: torch.device, dtype: torch.dtype, head_dim: int
+) -> tuple[str | None, str | None, bool]:
     """
-    The kernel that computes block-diagonal attention over packed images under `attn_implementation="sdpa"`.
+    The packed kernel (one of `PACKED_KERNELS`) that attention implementation `implementation` runs.
 
-    `"auto"` picks, on CUDA, torch's varlen flash attention (`torch.nn.attention.varlen`, where the installed torch has
-    it), else the flash-attn package's `flash_attn_varlen_func`, else one batched SDPA call (`"sdpa"`); on other
-    devices one SDPA call per image (`"per_image"`, the measured-fastest CPU path). A kernel asked for by name that
-    cannot run falls back to what `"auto"` would pick.
+    `"sdpa"` (and `None`, transformers' default before a model is built) picks on its own: on CUDA torch's varlen
+    flash attention (`"viq_varlen"`, where the installed torch has `torch.nn.attention.varlen`), else the flash-attn
+    package's `flash_attn_varlen_func` (`"viq_flash_attn"`), else one batched SDPA call (`"viq_sdpa"`); on other
+    devices one SDPA call per image (`"viq_per_image"`, the measured-fastest CPU path). A packed kernel asked for by
+    name that cannot run falls back to what `"sdpa"` picks. Any other implementation (`"eager"`, flash-attention,
+    a kernel of the Hub) has no packed kernel: `None`.
 
     Returns:
-        `(backend, note, warn)`: the backend, and when it differs from the request or `"auto"` skipped a kernel, a
+        `(kernel, note, warn)`: the kernel, and when it differs from the request or `"sdpa"` skipped a kernel, a
         sentence saying why (`warn` is `True` when a kernel is missing, rather than not applicable to the device or
         dtype).
     """
-    if requested not in PACKED_ATTENTION_BACKENDS:
-        raise ValueError(
-            f"Unknown packed attention {requested!r}; expected one of {', '.join(PACKED_ATTENTION_BACKENDS)}."
-        )
-    order = ("varlen", "flash_attn", "sdpa") if device.type == "cuda" else ("per_image",)
-    if requested != "auto":
-        problem = _kernel_unavailable(requested, device, dtype, head_dim)
-        if problem is None:
-            return requested, None, False
-        fallback, _, _ = resolve_packed_attention("auto", device, dtype, head_dim)
-        return fallback, f"packed attention {requested!r} cannot run: {problem[0]}; using {fallback!r}", True
-    skipped, warn = [], False
-    for name in order:
-        problem = _kernel_unavailable(name, device, dtype, head_dim)
-        if problem is None:
-            note = f"packed attention: using {name!r} ({'; '.join(skipped)})" if skipped else None
-            return name, note, warn
-        skipped.append(f"not {name!r}: {problem[0]}")
-        warn = warn or problem[1]
-    raise AssertionError("unreachable: 'sdpa' and 'per_image' always run")
+    if implementation in (None, "sdpa"):
+        order = ("viq_varlen", "viq_flash_attn", "viq_sdpa") if device.type == "cuda" else ("viq_per_image",)
+        skipped, warn = [], False
+        for name in order:
+            problem = _kernel_unavailable(name, device, dtype, head_dim)
+            if problem is None:
+                note = f"packed attention: using {name!r} ({'; '.join(skipped)})" if skipped else None
+                return name, note, warn
+            skipped.append(f"not {name!r}: {problem[0]}")
+            warn = warn or problem[1]
+        raise AssertionError("unreachable: 'viq_sdpa' and 'viq_per_image' always run")
+    if implementation not in PACKED_KERNELS:
+        return None, None, False
+    problem = _kernel_unavailable(implementation, device, dtype, head_dim)
+    if problem is None:
+        return implementation, None, False
+    fallback, _, _ = resolve_packed_kernel("sdpa", device, dtype, head_dim)
+    return fallback, f"packed attention {implementation!r} cannot run: {problem[0]}; using {fallback!r}", True
 
 
 @dataclass
 class PackedSequence:
     """
-    Segment layout of a packed multi-image sequence (one segment per image) and the attention kernel to run over it.
+    Segment layout of a packed multi-image sequence (one segment per image), made once per forward, and the packed
+    kernel its attentions run (`None` for implementations without one, see `resolve_packed_kernel`).
 
     `lengths` and `max_seqlen` are host values (no device synchronisation to read them); `cu_seqlens` is on the device
-    of the first block. The device tensors a kernel needs come from [`~PackedSequence.cu_seqlens_on`] and
-    [`~PackedSequence.padding`], made once per device (a model split over several GPUs gets them where each block is).
+    of the first block. [`~PackedSequence.cu_seqlens_on`] and [`~PackedSequence.padding`] give the device tensors a
+    kernel needs, made once per forward and device (a model split over several GPUs gets them where each block is).
     """
 
     lengths: list[int]
     cu_seqlens: torch.Tensor  # int32 (num_images + 1,)
     max_seqlen: int
-    backend: str = "per_image"  # see `resolve_packed_attention`
-    _on_device: dict = field(default_factory=dict, repr=False)  # (name, device) -> tensor
+    kernel: str | None = None
+    _on_device: dict = field(default_factory=dict, repr=False)  # (name, device) -> tensor, for this forward
 
     @classmethod
-    def from_lengths(cls, lengths: list[int], device: torch.device, backend: str = "per_image") -> "PackedSequence":
+    def from_lengths(cls, lengths: list[int], device: torch.device, kernel: str | None = None) -> "PackedSequence":
         cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
         cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0).to(torch.int32)
         return cls(lengths=list(lengths), cu_seqlens=_host_to_device(cu, torch.device(device)),
-                   max_seqlen=max(lengths), backend=backend)  # fmt: skip
+                   max_seqlen=max(lengths), kernel=kernel)  # fmt: skip
 
     @property
     def uniform(self) -> bool:
@@ -238,6 +248,15 @@ class PackedSequence:
             self._on_device[key] = (_host_to_device(index, device), _host_to_device(key_mask, device))
         return self._on_device[key]
 
+    def block_mask(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Additive block-diagonal mask `(1, 1, total_len, total_len)`: 0 within an image, the dtype's minimum
+        between images."""
+        segments = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
+        allowed = _host_to_device(segments[:, None] == segments[None, :], device)
+        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[
+            None, None
+        ]
+
 
 def eager_attention_forward(
     module: nn.Module,
@@ -258,104 +277,166 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
-def _varlen_attention(module, query, key, value, packed: PackedSequence) -> torch.Tensor:
-    """torch's varlen flash attention: one kernel over all segments."""
+# The packed kernels take and return tensors as transformers' attention functions do: query, key and value
+# `(1, heads, total_len, head_dim)`, the output `(1, total_len, heads, head_dim)`, with the layout in `packed`.
+def _packed_layout(packed, name: str) -> PackedSequence:
+    if not isinstance(packed, PackedSequence):
+        raise ValueError(
+            f"Attention {name!r} computes block-diagonal attention over the images a ViQ model packs into one "
+            "sequence and needs their layout (`packed=`): it serves the ViQ models, not other architectures."
+        )
+    return packed
+
+
+def _scale(module: nn.Module, scaling: float | None) -> float:
+    return module.scaling if scaling is None else scaling
+
+
+def varlen_attention_forward(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, *,
+                             packed=None, **kwargs):  # fmt: skip
+    """`"viq_varlen"`: torch's varlen flash attention, one kernel over all segments (no dropout)."""
+    packed = _packed_layout(packed, "viq_varlen")
+    query, key, value = (t[0].transpose(0, 1) for t in (query, key, value))  # (total_len, heads, head_dim)
+    scale = _scale(module, scaling)
     varlen_attn, parameters = _torch_varlen_attn()
-    kwargs = {}
+    options = {}
     if "window_size" in parameters:  # torch >= 2.11: (-1, -1) is full (non-causal) attention
-        kwargs["window_size"] = (-1, -1)
+        options["window_size"] = (-1, -1)
     elif "is_causal" in parameters:  # torch 2.10
-        kwargs["is_causal"] = False
+        options["is_causal"] = False
     if "scale" in parameters:
-        kwargs["scale"] = module.scaling
-    elif module.scaling != query.shape[-1] ** -0.5:
-        query = query * (module.scaling * query.shape[-1] ** 0.5)
+        options["scale"] = scale
+    elif scale != query.shape[-1] ** -0.5:
+        query = query * (scale * query.shape[-1] ** 0.5)
     cu_seqlens = packed.cu_seqlens_on(query.device)
-    return varlen_attn(query, key, value, cu_seqlens, cu_seqlens, packed.max_seqlen, packed.max_seqlen, **kwargs)
+    out = varlen_attn(query, key, value, cu_seqlens, cu_seqlens, packed.max_seqlen, packed.max_seqlen, **options)
+    return out.unsqueeze(0), None
 
 
-def _flash_attn_attention(module, query, key, value, packed: PackedSequence, dropout: float) -> torch.Tensor:
-    """The flash-attn package's varlen kernel: one kernel over all segments."""
+def flash_attn_attention_forward(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, *,
+                                 packed=None, **kwargs):  # fmt: skip
+    """`"viq_flash_attn"`: the flash-attn package's varlen kernel, one kernel over all segments."""
+    packed = _packed_layout(packed, "viq_flash_attn")
+    query, key, value = (t[0].transpose(0, 1) for t in (query, key, value))
     cu_seqlens = packed.cu_seqlens_on(query.device)
-    return _flash_attn_varlen_func()(
+    out = _flash_attn_varlen_func()(
         query, key, value, cu_seqlens, cu_seqlens, packed.max_seqlen, packed.max_seqlen,
-        dropout_p=dropout, softmax_scale=module.scaling, causal=False,
+        dropout_p=dropout, softmax_scale=_scale(module, scaling), causal=False,
     )  # fmt: skip
+    return out.unsqueeze(0), None
 
 
-def _batched_sdpa_attention(module, query, key, value, packed: PackedSequence, dropout: float) -> torch.Tensor:
+def batched_sdpa_attention_forward(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, *,
+                                   packed=None, **kwargs):  # fmt: skip
     """
-    One `scaled_dot_product_attention` call with the images as the batch: same-size images are a plain batch (a view,
-    no mask); images of different sizes are padded to the longest with a key mask, so each image attends to itself
-    only.
+    `"viq_sdpa"`: one `scaled_dot_product_attention` call with the images as the batch: same-size images are a plain
+    batch (a view, no mask); images of different sizes are padded to the longest with a key mask, so each image
+    attends to itself only.
     """
+    packed = _packed_layout(packed, "viq_sdpa")
+    query, key, value = (t[0].transpose(0, 1) for t in (query, key, value))
+    scale = _scale(module, scaling)
     total, heads, head_dim = query.shape
     batch, length = len(packed.lengths), packed.max_seqlen
     if packed.uniform:
         query, key, value = (t.reshape(batch, length, heads, head_dim).transpose(1, 2) for t in (query, key, value))
-        out = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=module.scaling)
-        return out.transpose(1, 2).reshape(total, heads, head_dim)
+        out = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=scale)
+        return out.transpose(1, 2).reshape(1, total, heads, head_dim), None
     index, key_mask = packed.padding(query.device)
     query, key, value = (
         t.new_zeros(batch * length, heads, head_dim).index_copy(0, index, t).view(batch, length, heads, head_dim)
         .transpose(1, 2) for t in (query, key, value)
     )  # fmt: skip
-    out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=key_mask, dropout_p=dropout, scale=module.scaling
-    )
-    return out.transpose(1, 2).reshape(batch * length, heads, head_dim).index_select(0, index)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout, scale=scale)
+    return out.transpose(1, 2).reshape(batch * length, heads, head_dim).index_select(0, index).unsqueeze(0), None
+
+
+def _per_image(interface: Callable, module, query, key, value, packed: PackedSequence, scaling, dropout):
+    """`interface` (a transformers attention function) called on each image's segment, outputs concatenated."""
+    if len(packed.lengths) == 1:
+        return interface(module, query, key, value, attention_mask=None, scaling=scaling, dropout=dropout,
+                         is_causal=False)  # fmt: skip
+    outputs = [
+        interface(module, q, k, v, attention_mask=None, scaling=scaling, dropout=dropout, is_causal=False)[0]
+        for q, k, v in zip(*(t.split(packed.lengths, dim=2) for t in (query, key, value)))
+    ]
+    return torch.cat(outputs, dim=1), None
+
+
+def per_image_attention_forward(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, *,
+                                packed=None, **kwargs):  # fmt: skip
+    """`"viq_per_image"`: transformers' SDPA attention once per image (no compute spent on off-diagonal blocks)."""
+    packed = _packed_layout(packed, "viq_per_image")
+    return _per_image(ALL_ATTENTION_FUNCTIONS["sdpa"], module, query, key, value, packed, _scale(module, scaling),
+                      dropout)  # fmt: skip
+
+
+_KERNEL_FUNCTIONS = (
+    varlen_attention_forward,
+    flash_attn_attention_forward,
+    batched_sdpa_attention_forward,
+    per_image_attention_forward,
+)
+for _name, _function in zip(PACKED_KERNELS, _KERNEL_FUNCTIONS):
+    AttentionInterface.register(_name, _function)
 
 
 def packed_attention(
-    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: PackedSequence
-) -> torch.Tensor:
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packed: PackedSequence,
+    output_attentions: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """
     Block-diagonal (each token attends to all tokens of its own image and to nothing else), non-causal attention over
-    a packed sequence.
+    a packed sequence, with the model's `attn_implementation`.
 
     Args:
         query, key, value (`torch.Tensor` of shape `(total_len, num_heads, head_dim)`).
+        output_attentions (`bool`): return the attention probabilities (`eager` only, as in transformers).
 
     Returns:
-        `torch.Tensor` of shape `(total_len, num_heads, head_dim)`.
+        `(attn_output, attn_weights)`: `(total_len, num_heads, head_dim)`, and `(1, num_heads, total_len, total_len)`
+        (zero across images) or `None`.
 
-    Under `attn_implementation="sdpa"` the kernel is `packed.backend` (see `resolve_packed_attention`): `varlen` and
-    `flash_attn` run one varlen kernel over all images, `sdpa` one batched call, `per_image` one call per image. Other
-    implementations go through transformers' attention interface: flash-attention with the segment boundaries,
-    `eager` and the rest one image at a time (the reference semantics; no compute spent on off-diagonal blocks).
+    `"sdpa"` and the `PACKED_KERNELS` run `packed.kernel` (see `resolve_packed_kernel`): `viq_varlen` and
+    `viq_flash_attn` one varlen kernel over all images, `viq_sdpa` one batched call, `viq_per_image` one call per
+    image.
+    Flash-attention implementations get the segment boundaries; `eager` and the rest run one image at a time (the
+    reference semantics), or, for `output_attentions`, `eager` runs once over all images with a block-diagonal mask.
     """
     config = module.config
     implementation = config._attn_implementation
     dropout = module.attention_dropout if module.training else 0.0
-    if implementation in (None, "sdpa"):
-        backend = packed.backend
-        if backend in ("varlen", "flash_attn") and query.dtype not in _VARLEN_DTYPES:
-            backend = "sdpa"  # e.g. an fp32 model whose packed sequence was resolved for another dtype
-        if backend == "varlen" and dropout == 0.0:
-            return _varlen_attention(module, query, key, value, packed)
-        if backend == "flash_attn":
-            return _flash_attn_attention(module, query, key, value, packed, dropout)
-        if backend == "sdpa" and len(packed.lengths) > 1:
-            return _batched_sdpa_attention(module, query, key, value, packed, dropout)
-    interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
     query, key, value = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # (1, heads, L, head_dim)
+    if implementation in (None, "sdpa", *PACKED_KERNELS):
+        kernel = packed.kernel or resolve_packed_kernel(implementation, query.device, query.dtype, query.shape[-1])[0]
+        if kernel in ("viq_varlen", "viq_flash_attn") and query.dtype not in _VARLEN_DTYPES:
+            kernel = "viq_sdpa"  # e.g. an fp32 model whose packed sequence was resolved for another dtype
+        if kernel == "viq_varlen" and dropout:
+            kernel = "viq_sdpa"  # torch's varlen kernel has no dropout
+        if kernel == "viq_sdpa" and len(packed.lengths) == 1:
+            kernel = "viq_per_image"
+        out, _ = ALL_ATTENTION_FUNCTIONS[kernel](module, query, key, value, None, scaling=module.scaling,
+                                                 dropout=dropout, packed=packed)  # fmt: skip
+        return out[0], None
+    interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
     if is_flash_attention_requested(config):
         out, _ = interface(
             module, query, key, value, attention_mask=None, scaling=module.scaling, dropout=dropout,
             cu_seq_lens_q=packed.cu_seqlens_on(query.device), cu_seq_lens_k=packed.cu_seqlens_on(query.device),
             max_length_q=packed.max_seqlen, max_length_k=packed.max_seqlen, is_causal=False,
         )  # fmt: skip
-        return out.squeeze(0)
-    if len(packed.lengths) == 1:
-        out, _ = interface(
-            module, query, key, value, attention_mask=None, scaling=module.scaling, dropout=dropout, is_causal=False
-        )
-        return out.squeeze(0)
-    outputs = [
-        interface(module, q, k, v, attention_mask=None, scaling=module.scaling, dropout=dropout, is_causal=False)[0]
-        for q, k, v in zip(*(t.split(packed.lengths, dim=2) for t in (query, key, value)))
-    ]
-    return torch.cat(outputs, dim=1).squeeze(0)
+        return out[0], None
+    if output_attentions and implementation == "eager":
+        mask = None if len(packed.lengths) == 1 else packed.block_mask(query.device, query.dtype)
+        out, weights = eager_attention_forward(module, query, key, value, mask, scaling=module.scaling,
+                                               dropout=dropout)  # fmt: skip
+        return out[0], weights
+    out, _ = _per_image(interface, module, query, key, value, packed, module.scaling, dropout)
+    return out[0], None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -377,10 +458,9 @@ class ViQMLP(nn.Module):
 class ViQAttention(nn.Module):
     """Multi-head self-attention with a fused `[q | k | v]` projection (each head-major), over packed images."""
 
-    def __init__(self, config: ViQConfig):
+    def __init__(self, vision: ViQVisionConfig, config: PreTrainedConfig):
         super().__init__()
-        self.config = config  # the top-level config: it carries `_attn_implementation`
-        vision = config.vision_config
+        self.config = config  # the model's config: it carries `_attn_implementation`
         self.embed_dim = vision.hidden_size
         self.num_heads = vision.num_attention_heads
         self.head_dim = self.embed_dim // self.num_heads
@@ -391,16 +471,19 @@ class ViQAttention(nn.Module):
         self.qkv_proj = nn.Linear(self.embed_dim, 3 * self.embed_dim)
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
 
-    def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project_qkv(self, hidden_states: torch.Tensor, position_embeddings=None):
         """`(total_len, embed_dim)` -> query, key, value, each `(total_len, heads, head_dim)` (views of one matmul)."""
         qkv = self.qkv_proj(hidden_states).view(hidden_states.shape[0], 3, self.num_heads, self.head_dim)
         return qkv.unbind(1)
 
-    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+    def project_out(self, attn_output: torch.Tensor) -> torch.Tensor:
+        """`(total_len, heads, head_dim)` -> `(total_len, embed_dim)`."""
+        return self.out_proj(attn_output.flatten(1))
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence, position_embeddings=None) -> torch.Tensor:
         """`hidden_states`: `(total_len, embed_dim)` -> `(total_len, embed_dim)`."""
         query, key, value = self.project_qkv(hidden_states)
-        attn_output = packed_attention(self, query, key, value, packed)  # (L, heads, head_dim)
-        return self.out_proj(attn_output.flatten(1))
+        return self.project_out(packed_attention(self, query, key, value, packed)[0])
 
 
 def _mark_sequence_dynamic(*tensors: torch.Tensor) -> None:
@@ -415,43 +498,53 @@ def _mark_sequence_dynamic(*tensors: torch.Tensor) -> None:
 
 class ViQEncoderLayer(GradientCheckpointingLayer):
     """
-    Pre-norm transformer block (no LayerScale, no drop-path): `x += attn(ln1(x)); x += mlp(ln2(x))`.
+    Pre-norm transformer block (no LayerScale, no drop-path) around the attention module it is given:
+    `x += attn(ln1(x)); x += mlp(ln2(x))`. The trunk, fusion and latent-head blocks hold a [`ViQAttention`], the
+    quantizer's a [`ViQHeadlessAttention`] (which also takes the rotary `position_embeddings`).
 
-    The block runs as two regions around the attention kernel, `attention_inputs` (LayerNorm, qkv projection) and
-    `attention_outputs` (output projection, residual, LayerNorm, MLP, residual): [`ViQModel.compile_blocks`] compiles
-    these regions, which fuses their element-wise work, while the attention kernel stays whatever the packed sequence
-    asks for.
+    The block runs as two regions around the attention kernel, `attention_inputs` (LayerNorm, qkv projection, RoPE)
+    and `attention_outputs` (output projection, residual, LayerNorm, MLP, residual): [`ViQModel.compile_blocks`]
+    compiles these regions, which fuses their element-wise work, while the attention kernel stays whatever the
+    `attn_implementation` runs.
     """
 
-    _compiled_regions: tuple[Callable, Callable] | None = None  # set by `ViQModel.compile_blocks`
+    _compiled_regions: tuple[Callable, Callable] | None = None  # set by `compile_blocks`
 
-    def __init__(self, config: ViQConfig):
+    def __init__(self, vision: ViQVisionConfig, self_attn: nn.Module):
         super().__init__()
-        vision = config.vision_config
         self.layer_norm1 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
-        self.self_attn = ViQAttention(config)
+        self.self_attn = self_attn
         self.layer_norm2 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
         self.mlp = ViQMLP(vision.hidden_size, vision.intermediate_size, vision.hidden_size, vision.hidden_act)
 
-    def attention_inputs(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.self_attn.project_qkv(self.layer_norm1(hidden_states))
+    def attention_inputs(self, hidden_states: torch.Tensor, position_embeddings=None):
+        return self.self_attn.project_qkv(self.layer_norm1(hidden_states), position_embeddings)
 
     def attention_outputs(self, hidden_states: torch.Tensor, attn_output: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn.out_proj(attn_output.flatten(1))
+        hidden_states = hidden_states + self.self_attn.project_out(attn_output)
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
-    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        packed: PackedSequence,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        output_attentions: bool = False,
+    ):
+        """`hidden_states` `(total_len, hidden)` -> the same shape; with `output_attentions`, `(hidden_states,
+        attn_weights)` (see [`packed_attention`])."""
         regions = self._compiled_regions
         inputs, outputs = regions or (type(self).attention_inputs, type(self).attention_outputs)
         if regions is not None:
-            _mark_sequence_dynamic(hidden_states)
-        query, key, value = inputs(self, hidden_states)
-        attn_output = packed_attention(self.self_attn, query, key, value, packed)
+            _mark_sequence_dynamic(hidden_states, *(position_embeddings or ()))
+        query, key, value = inputs(self, hidden_states, position_embeddings)
+        attn_output, attn_weights = packed_attention(self.self_attn, query, key, value, packed, output_attentions)
         if regions is not None:
             if not attn_output.requires_grad:
                 attn_output = attn_output.detach()  # drops the view's base, whose layout the graph would be guarded on
             _mark_sequence_dynamic(attn_output)
-        return outputs(self, hidden_states, attn_output)
+        hidden_states = outputs(self, hidden_states, attn_output)
+        return (hidden_states, attn_weights) if output_attentions else hidden_states
 
 
 class ViQVisionEmbeddings(nn.Module):
@@ -497,15 +590,32 @@ class ViQVisionEmbeddings(nn.Module):
 class ViQVisionEncoder(nn.Module):
     """The stack of trunk blocks."""
 
-    def __init__(self, config: ViQConfig):
+    def __init__(self, vision: ViQVisionConfig, config: PreTrainedConfig):
         super().__init__()
-        num_layers = config.vision_config.num_hidden_layers
-        self.layers = nn.ModuleList([ViQEncoderLayer(config) for _ in range(num_layers)])
+        self.layers = nn.ModuleList(
+            [ViQEncoderLayer(vision, ViQAttention(vision, config)) for _ in range(vision.num_hidden_layers)]
+        )
 
-    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        packed: PackedSequence,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ):
+        """`(total_len, hidden)` -> `(last_hidden_state, all_hidden_states, all_attentions)`; the tuples (the input and
+        each block's output; each block's attention probabilities) are `None` unless asked for."""
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states, packed)
-        return hidden_states
+            if output_attentions:
+                hidden_states, attn_weights = layer(hidden_states, packed, output_attentions=True)
+                all_attentions += (attn_weights,)
+            else:
+                hidden_states = layer(hidden_states, packed)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        return hidden_states, all_hidden_states, all_attentions
 
 
 class ViQGoldenGateRotaryEmbedding(nn.Module):
@@ -627,7 +737,7 @@ class ViQHeadlessAttention(nn.Module):
         self.out_proj = nn.Linear(self.head_dim, self.head_dim)
         self.up_proj = nn.Linear(self.head_dim, hidden)
 
-    def project_qkv(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]):
+    def project_qkv(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]):
         """
         `(codes_per_patch * total_patches, hidden)`, sub-token `j` of patch `n` at `n*4 + j` -> query, key, value, each
         `(total_patches, heads, head_dim)`, with the RoPE of the patch on query and key (rotated in one pass).
@@ -635,51 +745,18 @@ class ViQHeadlessAttention(nn.Module):
         num_patches = hidden_states.shape[0] // self.num_heads
         qkv = self.qkv_proj(self.down_proj(hidden_states)).view(num_patches, self.num_heads, 3, self.head_dim)
         # query and key as one (2, patches, heads, head_dim) operand: one pass, and each comes out contiguous
-        query, key = apply_rotary(qkv[:, :, :2].movedim(2, 0), *rotary).unbind(0)
+        query, key = apply_rotary(qkv[:, :, :2].movedim(2, 0), *position_embeddings).unbind(0)
         return query, key, qkv[:, :, 2]
 
     def project_out(self, attn_output: torch.Tensor) -> torch.Tensor:
         """`(total_patches, heads, head_dim)` -> `(heads * total_patches, hidden)` (sub-token order `n*4 + j`)."""
         return self.up_proj(self.out_proj(attn_output.reshape(-1, self.head_dim)))
 
-    def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], packed: PackedSequence):
-        """`hidden_states`: `(codes_per_patch * total_patches, hidden)`, sub-token `j` of patch `n` at `n*4 + j`."""
-        query, key, value = self.project_qkv(hidden_states, rotary)
-        return self.project_out(packed_attention(self, query, key, value, packed))
-
-
-class ViQQuantizerLayer(GradientCheckpointingLayer):
-    """Pre-norm block around [`ViQHeadlessAttention`], in two compilable regions like [`ViQEncoderLayer`]."""
-
-    _compiled_regions: tuple[Callable, Callable] | None = None  # set by `ViQModel.compile_blocks`
-
-    def __init__(self, config: ViQConfig):
-        super().__init__()
-        vision = config.vision_config
-        self.layer_norm1 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
-        self.self_attn = ViQHeadlessAttention(config)
-        self.layer_norm2 = nn.LayerNorm(vision.hidden_size, eps=vision.layer_norm_eps)
-        self.mlp = ViQMLP(vision.hidden_size, vision.intermediate_size, vision.hidden_size, vision.hidden_act)
-
-    def attention_inputs(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]):
-        return self.self_attn.project_qkv(self.layer_norm1(hidden_states), rotary)
-
-    def attention_outputs(self, hidden_states: torch.Tensor, attn_output: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn.project_out(attn_output)
-        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
-
-    def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], packed: PackedSequence):
-        regions = self._compiled_regions
-        inputs, outputs = regions or (type(self).attention_inputs, type(self).attention_outputs)
-        if regions is not None:
-            _mark_sequence_dynamic(hidden_states, *rotary)
-        query, key, value = inputs(self, hidden_states, rotary)
-        attn_output = packed_attention(self.self_attn, query, key, value, packed)
-        if regions is not None:
-            if not attn_output.requires_grad:
-                attn_output = attn_output.detach()  # drops the view's base, whose layout the graph would be guarded on
-            _mark_sequence_dynamic(attn_output)
-        return outputs(self, hidden_states, attn_output)
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence, position_embeddings=None) -> torch.Tensor:
+        """`hidden_states`: `(codes_per_patch * total_patches, hidden)`, sub-token `j` of patch `n` at `n*4 + j`;
+        `position_embeddings`: the rotary `(cos, sin)` of [`ViQGoldenGateRotaryEmbedding`]."""
+        query, key, value = self.project_qkv(hidden_states, position_embeddings)
+        return self.project_out(packed_attention(self, query, key, value, packed)[0])
 
 
 class ViQFusionBlock(nn.Module):
@@ -695,7 +772,9 @@ class ViQFusionBlock(nn.Module):
         hidden, expanded = vision.hidden_size, config.codes_per_patch * vision.hidden_size
         self.codes_per_patch = config.codes_per_patch
         self.pre_layernorm = nn.LayerNorm(hidden, eps=config.fusion_layer_norm_eps, elementwise_affine=False)
-        self.layers = nn.ModuleList([ViQEncoderLayer(config) for _ in range(config.fusion_num_layers)])
+        self.layers = nn.ModuleList(
+            [ViQEncoderLayer(vision, ViQAttention(vision, config)) for _ in range(config.fusion_num_layers)]
+        )
         self.expand = ViQMLP(hidden, expanded, expanded, vision.hidden_act)
         self.expand_post = ViQMLP(hidden, hidden, hidden, vision.hidden_act)
 
@@ -726,7 +805,12 @@ class ViQQuantizer(nn.Module):
             max_freq=config.rope_max_freq,
             zero_freq_ratio=config.rope_zero_freq_ratio,
         )
-        self.layers = nn.ModuleList([ViQQuantizerLayer(config) for _ in range(config.quantizer_num_layers)])
+        self.layers = nn.ModuleList(
+            [
+                ViQEncoderLayer(config.vision_config, ViQHeadlessAttention(config))
+                for _ in range(config.quantizer_num_layers)
+            ]
+        )
         self.project_in = nn.Linear(config.hidden_size, config.quantizer_dim)
         if config.quantizer == "proximal":
             self.fsq = ProximalProjection(config.proximal)
@@ -738,7 +822,7 @@ class ViQQuantizer(nn.Module):
         if len(self.layers) > 0:
             rotary = self.rotary_emb(grid_hw, dtype=hidden_states.dtype, device=hidden_states.device)
             for layer in self.layers:
-                hidden_states = layer(hidden_states, rotary, packed)
+                hidden_states = layer(hidden_states, packed, position_embeddings=rotary)
         if self._compiled_quantize is None:
             return self.quantize(hidden_states)
         _mark_sequence_dynamic(hidden_states)
@@ -839,7 +923,9 @@ class ViQLatentHead(nn.Module):
         hidden = vision.hidden_size
         self.mlp = ViQMLP(hidden, hidden, hidden, vision.hidden_act)
         self.layer_norm = nn.LayerNorm(hidden, eps=vision.layer_norm_eps)
-        self.layers = nn.ModuleList([ViQEncoderLayer(config) for _ in range(config.latent_num_layers)])
+        self.layers = nn.ModuleList(
+            [ViQEncoderLayer(vision, ViQAttention(vision, config)) for _ in range(config.latent_num_layers)]
+        )
         self.norm_out = nn.GroupNorm(config.latent_norm_groups, hidden, eps=1e-6)
         self.conv_out = nn.Conv2d(hidden, 4 * config.latent_channels, kernel_size=3, padding=1)
 
@@ -955,48 +1041,6 @@ def _single_frame_causal_conv3d():
 # ----------------------------------------------------------------------------------------------------------------
 # Pre-trained model
 # ----------------------------------------------------------------------------------------------------------------
-class PackedAttentionChoice:
-    """The `packed_attention` setting of the models that attend over packed images (ViQ and its Stage-1 encoder)."""
-
-    _packed_attention = "auto"
-
-    @property
-    def packed_attention(self) -> str:
-        r"""
-        The kernel that computes the block-diagonal attention over packed images when `attn_implementation` is
-        `"sdpa"` (the default); `eager` and `flash_attention_2` keep their own paths. One of:
-
-        - `"auto"` (default): on CUDA, torch's varlen flash attention (`torch.nn.attention.varlen`, where the installed
-          torch has it), else the flash-attn package's `flash_attn_varlen_func`, else `"sdpa"`; on CPU `"per_image"`.
-          The varlen kernels need float16/bfloat16: an fp32 model on CUDA uses `"sdpa"`;
-        - `"varlen"`, `"flash_attn"`: one varlen kernel over all images, no per-image loop;
-        - `"sdpa"`: one batched `scaled_dot_product_attention` call (images of different sizes padded with a key mask);
-        - `"per_image"`: one call per image.
-
-        A kernel that cannot run falls back to what `"auto"` picks, and says so in the log (once). Every choice
-        computes the same block-diagonal, non-causal attention; an image's codes never depend on its batch-mates (up
-        to floating-point summation order).
-        """
-        return self._packed_attention
-
-    @packed_attention.setter
-    def packed_attention(self, value: str) -> None:
-        if value not in PACKED_ATTENTION_BACKENDS:
-            raise ValueError(
-                f"Unknown packed attention {value!r}; expected one of {', '.join(PACKED_ATTENTION_BACKENDS)}."
-            )
-        self._packed_attention = value
-
-    def _packed_sequence(self, lengths: list[int], device, head_dim: int) -> PackedSequence:
-        """The packed layout of images of `lengths` patches, with the kernel `packed_attention` resolves to."""
-        device = torch.device(device)
-        dtype = self.embeddings.patch_embedding.weight.dtype
-        backend, note, warn = resolve_packed_attention(self._packed_attention, device, dtype, head_dim)
-        if note is not None and self.config._attn_implementation in (None, "sdpa"):
-            (logger.warning_once if warn else logger.info_once)(note)
-        return PackedSequence.from_lengths(lengths, device, backend=backend)
-
-
 class ModelLoaderHook:
     """
     `from_pretrained` (mixed into the ViQ models) through the loader that the `transformers_viq` package installs as
@@ -1037,38 +1081,182 @@ def width_scaled_std(initializer_range: float, fan_in: int) -> float:
     return initializer_range * (REFERENCE_INIT_WIDTH / fan_in) ** 0.5
 
 
-class ViQPreTrainedModel(ModelLoaderHook, PreTrainedModel):
-    config: ViQConfig
-    config_class = ViQConfig
-    base_model_prefix = "viq"
+class ViQVisionTransformer(ModelLoaderHook, PreTrainedModel):
+    """
+    The vision transformer of ViQ, shared by the tokenizer ([`ViQModel`]) and the Stage-1 encoder
+    ([`ViQVisionModel`]): patch and position embeddings (`embeddings`), the trunk blocks (`encoder`), the final
+    LayerNorm (`post_layernorm`) and the attention-pooling head (`head`), which each subclass builds at its top level
+    (so a Stage-1 checkpoint initialises a tokenizer key for key), and how they run: the packed layout and its
+    attention kernel, the trunk forward with optional hidden states and attention probabilities, pooling, the
+    weight initialisation and the opt-in compiled blocks.
+    """
+
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["ViQVisionEmbeddings", "ViQEncoderLayer", "ViQQuantizerLayer", "ViQPoolingHead"]
+    _input_embed_layer = "patch_embedding"  # `get_input_embeddings()`: `embeddings.patch_embedding`
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = False
     _supports_attention_backend = True
 
+    @property
+    def trunk_config(self) -> ViQVisionConfig:
+        """The configuration of the trunk (`config.vision_config` of a tokenizer, the config of a Stage-1 encoder)."""
+        raise NotImplementedError
+
+    def _initializer_range(self) -> float:
+        """Std of fresh weights: 0.02, SigLIP2's (a [`ViQVisionConfig`] has no `initializer_range`)."""
+        return 0.02
+
     def _init_weights(self, module):
-        std = self.config.initializer_range
-        if isinstance(module, FiniteScalarQuantizer):
-            init.copy_(module.levels, torch.tensor(module.level_list, dtype=torch.int64))
-            init.copy_(module.basis, module._basis(module.level_list))
-            init.copy_(module.codebook, implicit_codebook(module.level_list))
-        elif isinstance(module, ViQVisionEmbeddings):
+        std = self._initializer_range()
+        if isinstance(module, ViQVisionEmbeddings):
             init.trunc_normal_(module.patch_embedding.weight, std=std)
             init.zeros_(module.patch_embedding.bias)
             init.trunc_normal_(module.position_embedding.weight, std=std)
         elif isinstance(module, ViQPoolingHead):
             init.trunc_normal_(module.probe, std=std)
-        elif isinstance(module, ViQCodeEmbedder):
-            init.ones_(module.affine_weight)
-            init.zeros_(module.affine_bias)
         elif isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=width_scaled_std(std, module.in_features))
             if module.bias is not None:
                 init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+    @classmethod
+    def expected_state_shapes(cls, config) -> dict[str, torch.Size]:
+        """`{key: shape}` of a model built from `config` (built on the meta device: no memory, no init)."""
+        with torch.device("meta"):
+            model = cls._from_config(config)
+        return {name: tensor.shape for name, tensor in model.state_dict().items()}
+
+    # ---- the packed layout ------------------------------------------------------------------------------------
+    def _attention_head_dim(self) -> int:
+        """The widest attention head of the model (what the varlen kernels must support)."""
+        trunk = self.trunk_config
+        return trunk.hidden_size // trunk.num_attention_heads
+
+    def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
+        """The packed layout of images of grids `grid_hw`, with the kernel the `attn_implementation` runs."""
+        device = torch.device(device)
+        dtype = self.embeddings.patch_embedding.weight.dtype
+        implementation = self.config._attn_implementation
+        kernel, note, warn = resolve_packed_kernel(implementation, device, dtype, self._attention_head_dim())
+        if note is not None:
+            (logger.warning_once if warn else logger.info_once)(note)
+        return PackedSequence.from_lengths([h * w for h, w in grid_hw], device, kernel=kernel)
+
+    def _refuse_packed_attention(self, value) -> None:
+        raise AttributeError(
+            f"`packed_attention` is not a setting of ViQ models (got {value!r}): the packed kernels are attention "
+            "implementations. Use `model.set_attn_implementation(name)` (or `from_pretrained(..., "
+            f"attn_implementation=name)`) with {', '.join(repr(k) for k in PACKED_KERNELS)}, or 'sdpa' (the "
+            "default), which picks the fastest that runs."
+        )
+
+    # Setting it fails loudly rather than adding an attribute nothing reads (reading it is a plain missing attribute).
+    packed_attention = property(None, _refuse_packed_attention)
+
+    # ---- running the trunk ------------------------------------------------------------------------------------
+    def _check_inputs(self, pixel_values, image_grid_hw, check_values: bool) -> list[tuple[int, int]]:
+        """The grid as a list of `(h, w)`, after checking the shapes of the inputs (and their values if asked: that
+        reads them on the host, which a device tensor pays for with a synchronisation)."""
+        grid_hw = check_grid(image_grid_hw)
+        check_pixels(pixel_values, grid_hw, self.embeddings.patch_dim, check_values=check_values)
+        return grid_hw
+
+    def trunk(
+        self,
+        pixel_values: torch.Tensor,
+        grid_hw: list[tuple[int, int]],
+        packed: PackedSequence,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ):
+        """Packed patches -> `(last_hidden_state, all_hidden_states, all_attentions)` of the trunk blocks (see
+        [`ViQVisionEncoder`]); host inputs travel to the device without a synchronisation."""
+        pixel_values = _host_to_device(pixel_values, self.embeddings.patch_embedding.weight.device)
+        return self.encoder(self.embeddings(pixel_values, grid_hw), packed, output_hidden_states, output_attentions)
+
+    def pool(self, features: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
+        """Attention-pooled embedding of each image from its features: `(num_images, hidden)`."""
+        return self.head(self.post_layernorm(features), [h * w for h, w in grid_hw])
+
+    # ---- kernels ----------------------------------------------------------------------------------------------
+    def compile_blocks(self, enabled: bool = True, **compile_kwargs):
+        r"""
+        Opt-in regional `torch.compile` of the element-wise and dense work between attention kernels.
+
+        Each transformer block (trunk, fusion, quantizer and latent-head blocks) runs as two regions around its
+        attention kernel: LayerNorm + qkv projection (+ the quantizer's RoPE), and output projection + residual +
+        LayerNorm + MLP + residual; the quantizer's `project_in` + FSQ is a third. These regions are compiled, which
+        fuses LayerNorms, residual additions, GELU, RoPE and FSQ into few kernels, while attention keeps the kernel of
+        the model's `attn_implementation` (so every kernel works compiled, including the per-image loop). All blocks
+        of the model share one compiled function per region, and the graphs take the sequence length as a symbol (its
+        dimension is marked dynamic, every width stays static): a workload of mixed image sizes compiles each region
+        once per block kind and dtype (5 graphs for a tokenizer), not once per size; a one-patch image (16x16) adds
+        one more set, as torch specialises sizes 0 and 1. The compiled functions belong to this model (calling this
+        again with the same options reuses them); nothing is shared through module-level state.
+
+        Args:
+            enabled (`bool`, *optional*, defaults to `True`):
+                `False` goes back to eager execution.
+            compile_kwargs:
+                Passed to `torch.compile` (default `fullgraph=True`). E.g.
+                `mode="max-autotune-no-cudagraphs"`, or `backend="aot_eager"` to trace without generating code.
+
+        Returns:
+            The model itself.
+
+        Numerics: compiled kernels round differently (bf16 element-wise chains computed in fp32, fused multiply-adds),
+        so codes can differ from eager ones at rounding boundaries; the reference numerics are those of eager mode.
+        """
+        options = {"fullgraph": True, **compile_kwargs}
+        key = repr(sorted(options.items()))
+        compiled = self.__dict__.setdefault("_compiled_functions", {}).setdefault(key, {})
+
+        def shared(function: Callable) -> Callable:
+            if function not in compiled:
+                compiled[function] = torch.compile(function, **options)
+            return compiled[function]
+
+        for module in self.modules():
+            if isinstance(module, ViQEncoderLayer):
+                module._compiled_regions = (
+                    (shared(ViQEncoderLayer.attention_inputs), shared(ViQEncoderLayer.attention_outputs))
+                    if enabled
+                    else None
+                )
+            elif isinstance(module, ViQQuantizer):
+                module._compiled_quantize = shared(ViQQuantizer.quantize) if enabled else None
+        return self
+
+
+class ViQPreTrainedModel(ViQVisionTransformer):
+    config: ViQConfig
+    config_class = ViQConfig
+    base_model_prefix = "viq"
+    _no_split_modules = ["ViQVisionEmbeddings", "ViQEncoderLayer", "ViQPoolingHead"]
+
+    @property
+    def trunk_config(self) -> ViQVisionConfig:
+        return self.config.vision_config
+
+    def _initializer_range(self) -> float:
+        return self.config.initializer_range
+
+    def _attention_head_dim(self) -> int:
+        return max(super()._attention_head_dim(), self.config.quantizer_attention_dim)
+
+    def _init_weights(self, module):
+        if isinstance(module, FiniteScalarQuantizer):
+            init.copy_(module.levels, torch.tensor(module.level_list, dtype=torch.int64))
+            init.copy_(module.basis, module._basis(module.level_list))
+            init.copy_(module.codebook, implicit_codebook(module.level_list))
+        elif isinstance(module, ViQCodeEmbedder):
+            init.ones_(module.affine_weight)
+            init.zeros_(module.affine_bias)
         elif type(module).__name__ == "QwenImageRMS_norm":
             init.ones_(module.gamma)
             if isinstance(module.bias, nn.Parameter):
@@ -1077,7 +1265,7 @@ class ViQPreTrainedModel(ModelLoaderHook, PreTrainedModel):
             super()._init_weights(module)
 
 
-class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
+class ViQModel(ViQPreTrainedModel):
     r"""
     The ViQ visual tokenizer: images (packed patches) -> discrete codes, codes -> LLM-ready features, latents and
     pixels.
@@ -1098,7 +1286,7 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
         super().__init__(config)
         vision = config.vision_config
         self.embeddings = ViQVisionEmbeddings(vision)
-        self.encoder = ViQVisionEncoder(config)
+        self.encoder = ViQVisionEncoder(vision, config)
         self.fusion = ViQFusionBlock(config)
         self.quantizer = ViQQuantizer(config)
         self.code_embedder = ViQCodeEmbedder(config)
@@ -1109,24 +1297,21 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
         self.vae = build_qwen_image_vae(config.vae_config) if config.include_decoder else None
         self.post_init()
 
-    # ---- loading ------------------------------------------------------------------------------------------------
-    @classmethod
-    def expected_state_shapes(cls, config: ViQConfig) -> dict[str, torch.Size]:
-        """`{key: shape}` of a model built from `config` (built on the meta device: no memory, no init)."""
-        with torch.device("meta"):
-            model = cls._from_config(config)
-        return {name: tensor.shape for name, tensor in model.state_dict().items()}
 
     # ---- input checks -------------------------------------------------------------------------------------------
-    def check_codes(self, image_codes, image_grid_hw) -> tuple[torch.LongTensor, list[tuple[int, int]]]:
+    def check_codes(
+        self, image_codes, image_grid_hw, check_values: bool = True
+    ) -> tuple[torch.LongTensor, list[tuple[int, int]]]:
         """
-        Validate packed codes against their grids and this model's codebook (see `validation_viq.check_codes`).
+        Validate packed codes against their grids and this model's codebook (see `validation_viq.check_codes`);
+        `check_values=False` checks dtype and shapes only (no range check, so no read of the values on the host).
 
         Returns the codes as an int64 tensor and the grid as a list of `(h, w)`.
         """
         self._check_has_codes()
         grid_hw = check_grid(image_grid_hw)
-        codes = check_codes(image_codes, grid_hw, self.config.codes_per_patch, self.config.codebook_size)
+        codes = check_codes(image_codes, grid_hw, self.config.codes_per_patch, self.config.codebook_size,
+                            check_values=check_values)  # fmt: skip
         return codes, grid_hw
 
     def _check_has_codes(self) -> None:
@@ -1137,72 +1322,22 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
                 "`model(pixel_values, image_grid_hw)` for its features and pooled embedding, or train Stage 2-2."
             )
 
-    # ---- kernels ------------------------------------------------------------------------------------------------
-    def compile_blocks(self, enabled: bool = True, **compile_kwargs) -> "ViQModel":
-        r"""
-        Opt-in `torch.compile` of the element-wise and dense work between attention kernels.
-
-        Each transformer block (trunk, fusion, quantizer and latent-head blocks) runs as two regions around its
-        attention kernel: LayerNorm + qkv projection (+ the quantizer's RoPE), and output projection + residual +
-        LayerNorm + MLP + residual; the quantizer's `project_in` + FSQ is a third. These regions are compiled, which
-        fuses LayerNorms, residual additions, GELU, RoPE and FSQ into few kernels, while attention keeps the kernel of
-        [`~ViQModel.packed_attention`] (so every backend works compiled, including the per-image loop). All blocks of
-        one kind share one compiled function, and the graphs take the sequence length as a symbol (its dimension is
-        marked dynamic, every width stays static): a workload of mixed image sizes compiles each region once per
-        dtype (5 graphs), not once per size; a one-patch image (16x16) adds one more set, as torch specialises
-        sizes 0 and 1.
-
-        Args:
-            enabled (`bool`, *optional*, defaults to `True`):
-                `False` goes back to eager execution.
-            compile_kwargs:
-                Passed to `torch.compile` (default `fullgraph=True`). E.g.
-                `mode="max-autotune-no-cudagraphs"`, or `backend="aot_eager"` to trace without generating code.
-
-        Returns:
-            The model itself.
-
-        Numerics: compiled kernels round differently (bf16 element-wise chains computed in fp32, fused multiply-adds),
-        so codes can differ from eager ones at rounding boundaries; the reference numerics are those of eager mode.
-        """
-        options = {"fullgraph": True, **compile_kwargs}
-        # one wrapper per function and options for the whole process: switching back and forth (or another model)
-        # reuses the graphs already compiled instead of tracing them again
-        compiled = _COMPILED_REGIONS.setdefault(repr(sorted(options.items())), {})
-
-        def shared(function: Callable) -> Callable:
-            if function not in compiled:  # setdefault: two threads compiling at once keep one wrapper
-                compiled.setdefault(function, torch.compile(function, **options))
-            return compiled[function]
-
-        for module in self.modules():
-            if isinstance(module, (ViQEncoderLayer, ViQQuantizerLayer)):
-                kind = type(module)
-                module._compiled_regions = (
-                    (shared(kind.attention_inputs), shared(kind.attention_outputs)) if enabled else None
-                )
-            elif isinstance(module, ViQQuantizer):
-                module._compiled_quantize = shared(ViQQuantizer.quantize) if enabled else None
-        return self
-
     # ---- the pieces ---------------------------------------------------------------------------------------------
-    def _packed(self, grid_hw: list[tuple[int, int]], device) -> PackedSequence:
-        vision = self.config.vision_config
-        head_dim = max(vision.hidden_size // vision.num_attention_heads, self.config.quantizer_attention_dim)
-        return self._packed_sequence([h * w for h, w in grid_hw], device, head_dim)
-
-    def pool(self, features: torch.Tensor, grid_hw: list[tuple[int, int]]) -> torch.Tensor:
-        """Attention-pooled embedding of each image from its features: `(num_images, hidden)`."""
-        return self.head(self.post_layernorm(features), [h * w for h, w in grid_hw])
-
-    def _encode(self, pixel_values, image_grid_hw, return_pooler_output: bool, return_features: bool):
-        grid_hw = check_grid(image_grid_hw)
-        check_pixels(pixel_values, grid_hw, self.embeddings.patch_dim)
+    def _encode(
+        self,
+        pixel_values,
+        grid_hw,
+        return_pooler_output: bool,
+        return_features: bool,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ):
         device = self.embeddings.patch_embedding.weight.device
         packed = self._packed(grid_hw, device)
         # host inputs travel without a synchronisation (as do the segment offsets and the RoPE tables)
-        pixel_values = _host_to_device(pixel_values, device)
-        hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
+        hidden_states, all_hidden_states, all_attentions = self.trunk(
+            pixel_values, grid_hw, packed, output_hidden_states, output_attentions
+        )
         values, codes, indices = self.quantizer(self.fusion(hidden_states, packed), grid_hw, packed)
         features = self.code_embedder(codes) if (return_features or return_pooler_output) else None
         return ViQEncoderOutput(
@@ -1211,14 +1346,24 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
             pooler_output=self.pool(features, grid_hw) if return_pooler_output else None,
             last_hidden_state=features,
             quantizer_inputs=values,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
         )
 
     def forward(
-        self, pixel_values: torch.FloatTensor, image_grid_hw: torch.LongTensor, return_pooler_output: bool = True
-    ) -> ViQEncoderOutput:
+        self,
+        pixel_values: torch.FloatTensor,
+        image_grid_hw: torch.LongTensor,
+        return_pooler_output: bool = True,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ViQEncoderOutput | tuple:
         r"""
         Encode packed images to codes, quantized features and the pooled embedding (differentiable: the quantizer
-        passes gradients straight through).
+        passes gradients straight through). This is the training forward: it checks the shapes of its inputs but not
+        their values (no NaN or range check, which would read device tensors on the host every step); `encode`, the
+        processor and the collators check values where data enters.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(sum_i h_i * w_i, num_channels * patch_size**2)`):
@@ -1227,12 +1372,26 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
                 Patch grid of each image.
             return_pooler_output (`bool`, *optional*, defaults to `True`):
                 Whether to run the attention-pooling head.
+            output_hidden_states (`bool`, *optional*):
+                Also return the embeddings and every trunk block's output (default: `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Also return every trunk block's attention probabilities (default: `config.output_attentions`; only
+                `eager` computes them, other implementations give `None` entries, as in transformers).
+            return_dict (`bool`, *optional*):
+                `False` returns a tuple of the output's fields that are set (default: `config.return_dict`).
 
         Returns:
             [`ViQEncoderOutput`] with `image_codes`, `image_grid_hw`, `last_hidden_state` (the features),
-            `quantizer_inputs` and, if asked, `pooler_output`.
+            `quantizer_inputs` and, if asked, `pooler_output`, `hidden_states` and `attentions`.
         """
-        return self._encode(pixel_values, image_grid_hw, return_pooler_output, return_features=True)
+        config = self.config
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        grid_hw = self._check_inputs(pixel_values, image_grid_hw, check_values=False)
+        output = self._encode(pixel_values, grid_hw, return_pooler_output, True, output_hidden_states,
+                              output_attentions)  # fmt: skip
+        return_dict = config.return_dict if return_dict is None else return_dict
+        return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
     def encode(
@@ -1254,7 +1413,8 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
             `pooler_output` `(num_images, hidden)` and `last_hidden_state` (the features) `(sum_i h_i*w_i, hidden)`.
         """
         self._check_has_codes()
-        out = self._encode(pixel_values, image_grid_hw, return_pooler_output, return_features=False)
+        grid_hw = self._check_inputs(pixel_values, image_grid_hw, check_values=True)
+        out = self._encode(pixel_values, grid_hw, return_pooler_output, return_features=False)
         out.quantizer_inputs = None
         return out
 
@@ -1275,6 +1435,23 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
             `torch.FloatTensor` of shape `(sum_i h_i * w_i, hidden_size)`.
         """
         image_codes, _ = self.check_codes(image_codes, image_grid_hw)
+        return self._embed(image_codes)
+
+    def codes_to_features(self, image_codes: torch.LongTensor, image_grid_hw: torch.LongTensor) -> torch.FloatTensor:
+        r"""
+        Codes -> LLM-ready features inside a training forward (what the VLM calls on every step): like
+        [`~ViQModel.embed_codes`], but the codes' dtype and count are checked against the grids and their values are
+        not (a range check reads device tensors on the host). Codes that come from outside go through a checked
+        boundary first: the processor, a codes file, a collator or `embed_codes`.
+
+        Args:
+            image_codes (`torch.LongTensor` of shape `(sum_i 4 * h_i * w_i,)`): packed codes (any integer dtype).
+            image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`): patch grid of each image.
+
+        Returns:
+            `torch.FloatTensor` of shape `(sum_i h_i * w_i, hidden_size)`.
+        """
+        image_codes, _ = self.check_codes(image_codes, image_grid_hw, check_values=False)
         return self._embed(image_codes)
 
     def decode_latents(
@@ -1344,9 +1521,10 @@ class ViQModel(PackedAttentionChoice, ViQPreTrainedModel):
 
 
 __all__ = [
-    "PACKED_ATTENTION_BACKENDS",
+    "PACKED_KERNELS",
     "ViQEncoderOutput",
     "ViQModel",
     "ViQPreTrainedModel",
-    "resolve_packed_attention",
+    "ViQVisionTransformer",
+    "resolve_packed_kernel",
 ]

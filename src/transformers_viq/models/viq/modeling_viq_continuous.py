@@ -21,21 +21,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_viq import ViQVisionConfig
-from .modeling_viq import (
-    ModelLoaderHook,
-    PackedAttentionChoice,
-    ViQPoolingHead,
-    ViQVisionEmbeddings,
-    ViQVisionEncoder,
-    _host_to_device,
-    width_scaled_std,
-)
-from .validation_viq import check_grid, check_pixels
+from .modeling_viq import ViQPoolingHead, ViQVisionEmbeddings, ViQVisionEncoder, ViQVisionTransformer, _host_to_device
 
 
 logger = logging.get_logger(__name__)
@@ -52,45 +41,34 @@ class ViQVisionOutput(ModelOutput):
             stream, which is what ViQ's fusion block reads).
         pooler_output (`torch.FloatTensor` of shape `(num_images, hidden_size)`, *optional*):
             Attention-pooled embedding of each image (final LayerNorm, then the pooling head).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The embeddings and the output of each trunk block, each `(sum_i h_i * w_i, hidden_size)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True` under `eager`):
+            The attention probabilities of each trunk block, each `(1, num_heads, sum_i h_i * w_i, sum_i h_i * w_i)`
+            (zero between patches of different images).
         image_grid_hw (`torch.LongTensor` of shape `(num_images, 2)`):
             Patch grid `(h_i, w_i)` of each image.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_grid_hw: torch.LongTensor | None = None
 
 
-class ViQVisionPreTrainedModel(ModelLoaderHook, PreTrainedModel):
+class ViQVisionPreTrainedModel(ViQVisionTransformer):
     config: ViQVisionConfig
     config_class = ViQVisionConfig
     base_model_prefix = "vision_model"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["ViQVisionEmbeddings", "ViQEncoderLayer", "ViQPoolingHead"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = False
-    _supports_attention_backend = True
 
-    def _init_weights(self, module):
-        std = 0.02
-        if isinstance(module, ViQVisionEmbeddings):
-            init.trunc_normal_(module.patch_embedding.weight, std=std)
-            init.zeros_(module.patch_embedding.bias)
-            init.trunc_normal_(module.position_embedding.weight, std=std)
-        elif isinstance(module, ViQPoolingHead):
-            init.trunc_normal_(module.probe, std=std)
-        elif isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=width_scaled_std(std, module.in_features))
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        else:
-            super()._init_weights(module)
+    @property
+    def trunk_config(self) -> ViQVisionConfig:
+        return self.config
 
 
-class ViQVisionModel(PackedAttentionChoice, ViQVisionPreTrainedModel):
+class ViQVisionModel(ViQVisionPreTrainedModel):
     r"""
     The continuous any-resolution encoder of ViQ Stage 1 (a native-resolution SigLIP2): packed images -> one feature
     per patch and an attention-pooled embedding per image. Every attention is block-diagonal per image.
@@ -110,24 +88,27 @@ class ViQVisionModel(PackedAttentionChoice, ViQVisionPreTrainedModel):
     def __init__(self, config: ViQVisionConfig):
         super().__init__(config)
         self.embeddings = ViQVisionEmbeddings(config)
-        self.encoder = ViQVisionEncoder(config)
+        self.encoder = ViQVisionEncoder(config, config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = ViQPoolingHead(config)
         self.post_init()
 
-    # ---- loading ------------------------------------------------------------------------------------------------
-    @classmethod
-    def expected_state_shapes(cls, config: ViQVisionConfig) -> dict[str, torch.Size]:
-        """`{key: shape}` of a model built from `config` (on the meta device: no memory, no init)."""
-        with torch.device("meta"):
-            model = cls._from_config(config)
-        return {name: tensor.shape for name, tensor in model.state_dict().items()}
 
     # ---- forward ------------------------------------------------------------------------------------------------
     def forward(
-        self, pixel_values: torch.FloatTensor, image_grid_hw: torch.LongTensor, return_pooler_output: bool = True
-    ) -> ViQVisionOutput:
+        self,
+        pixel_values: torch.FloatTensor,
+        image_grid_hw: torch.LongTensor,
+        return_pooler_output: bool = True,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ViQVisionOutput | tuple:
         r"""
+        Packed images -> one feature per patch and a pooled embedding per image. The shapes of the inputs are checked,
+        their values are not (a training forward reads nothing back from the device; the processor makes finite
+        pixels).
+
         Args:
             pixel_values (`torch.FloatTensor` of shape `(sum_i h_i * w_i, num_channels * patch_size**2)`):
                 Packed patches from [`ViQImageProcessor`].
@@ -135,24 +116,36 @@ class ViQVisionModel(PackedAttentionChoice, ViQVisionPreTrainedModel):
                 Patch grid of each image.
             return_pooler_output (`bool`, *optional*, defaults to `True`):
                 Whether to run the final LayerNorm and the attention-pooling head.
+            output_hidden_states (`bool`, *optional*):
+                Also return the embeddings and every block's output (default: `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Also return every block's attention probabilities (default: `config.output_attentions`); only the
+                `eager` implementation computes them (`None` entries otherwise, as in transformers).
+            return_dict (`bool`, *optional*):
+                `False` returns a tuple of the output's fields that are set (default: `config.return_dict`).
 
         Returns:
-            [`ViQVisionOutput`]: `last_hidden_state` `(sum_i h_i*w_i, hidden)`, `pooler_output` `(num_images, hidden)`
-            and `image_grid_hw`.
+            [`ViQVisionOutput`]: `last_hidden_state` `(sum_i h_i*w_i, hidden)`, `pooler_output` `(num_images, hidden)`,
+            the hidden states and attentions if asked, and `image_grid_hw`.
         """
-        grid_hw = check_grid(image_grid_hw)
-        check_pixels(pixel_values, grid_hw, self.embeddings.patch_dim)
+        config = self.config
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        return_dict = config.return_dict if return_dict is None else return_dict
+        grid_hw = self._check_inputs(pixel_values, image_grid_hw, check_values=False)
         device = self.embeddings.patch_embedding.weight.device
-        lengths = [h * w for h, w in grid_hw]
-        packed = self._packed_sequence(lengths, device, self.config.hidden_size // self.config.num_attention_heads)
-        pixel_values = _host_to_device(pixel_values, device)  # host inputs travel without a synchronisation
-        hidden_states = self.encoder(self.embeddings(pixel_values, grid_hw), packed)
-        pooled = self.head(self.post_layernorm(hidden_states), lengths) if return_pooler_output else None
-        return ViQVisionOutput(
-            last_hidden_state=hidden_states,
-            pooler_output=pooled,
-            image_grid_hw=torch.tensor(grid_hw, dtype=torch.long, device=device),
+        packed = self._packed(grid_hw, device)
+        hidden_states, all_hidden_states, all_attentions = self.trunk(
+            pixel_values, grid_hw, packed, output_hidden_states, output_attentions
         )
+        output = ViQVisionOutput(
+            last_hidden_state=hidden_states,
+            pooler_output=self.pool(hidden_states, grid_hw) if return_pooler_output else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            image_grid_hw=_host_to_device(torch.tensor(grid_hw, dtype=torch.long), device),
+        )
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = ["ViQVisionModel", "ViQVisionOutput", "ViQVisionPreTrainedModel"]

@@ -65,14 +65,16 @@ def check_codes(
     codes_per_patch: int = CODES_PER_PATCH,
     codebook_size: int | None = None,
     name: str = "image_codes",
+    check_values: bool = True,
 ) -> torch.LongTensor:
     """
     Packed codes checked against their grids, returned as an int64 tensor (on the device they came on).
 
     Accepts any integer tensor (the `uint16` of a codes file included), a NumPy array or a list. Raises a
     `ValueError` naming the problem and the image for a non-integer dtype, a shape other than 1-D, a count that is not
-    `codes_per_patch * h * w` per image, or a value outside `[0, codebook_size)` (only negatives when
-    `codebook_size` is `None`).
+    `codes_per_patch * h * w` per image, or (with `check_values`) a value outside `[0, codebook_size)` (only
+    negatives when `codebook_size` is `None`). The value check reads the codes on the host: a device synchronisation
+    for codes on a GPU, which a training forward leaves to the boundaries its data came through.
     """
     codes = _as_tensor(image_codes, name)
     if not _is_integer(codes):
@@ -99,7 +101,7 @@ def check_codes(
             f"Got {total} codes for grids {[list(g) for g in grid_hw]}, which need {sum(counts)} ({codes_per_patch} "
             f"per patch); {total - sum(counts)} codes are left over."
         )
-    if total:
+    if total and check_values:
         bad = codes < 0 if codebook_size is None else (codes < 0) | (codes >= codebook_size)
         if bool(bad.any()):
             position = int(bad.nonzero()[0, 0])
@@ -132,8 +134,9 @@ def pack_codes(
     return torch.cat(packed) if packed else torch.zeros(0, dtype=torch.int64)
 
 
-def check_pixels(pixel_values, grid_hw: Sequence[tuple[int, int]], patch_dim: int) -> None:
-    """Packed patches `(sum_i h_i*w_i, patch_dim)`: a float tensor of the right shape, finite, matching the grids."""
+def check_pixels(pixel_values, grid_hw: Sequence[tuple[int, int]], patch_dim: int, check_values: bool = True) -> None:
+    """Packed patches `(sum_i h_i*w_i, patch_dim)`: a float tensor of the right shape, matching the grids, and (with
+    `check_values`, which reads the values on the host: a device synchronisation for a GPU tensor) finite."""
     if not isinstance(pixel_values, torch.Tensor):
         raise ValueError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
     if pixel_values.ndim != 2 or pixel_values.shape[-1] != patch_dim:
@@ -149,6 +152,8 @@ def check_pixels(pixel_values, grid_hw: Sequence[tuple[int, int]], patch_dim: in
             f"`pixel_values` has {pixel_values.shape[0]} patches but `image_grid_hw` {[list(g) for g in grid_hw]} "
             f"describes {sum(counts)}."
         )
+    if not check_values:
+        return
     finite = torch.isfinite(pixel_values).all(dim=-1)
     if not bool(finite.all()):
         patch = int((~finite).nonzero()[0, 0])

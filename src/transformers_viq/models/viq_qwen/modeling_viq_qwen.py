@@ -161,7 +161,7 @@ class ViQQwenPreTrainedModel(ModelLoaderHook, PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["ViQEncoderLayer", "ViQQuantizerLayer", "ViQVisionEmbeddings", "Qwen2DecoderLayer"]
+    _no_split_modules = ["ViQEncoderLayer", "ViQVisionEmbeddings", "Qwen2DecoderLayer"]
     _skip_keys_device_placement = "cache"
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -247,7 +247,7 @@ class ViQQwenModel(ViQQwenPreTrainedModel):
             features = vision_outputs.last_hidden_state
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and _any_trainable(self.vision_tower.code_embedder)):
-                features = self.vision_tower.embed_codes(image_codes, image_grid_hw)
+                features = self.vision_tower.codes_to_features(image_codes, image_grid_hw)
         embeddings = self.projector(features.to(self.projector.proj_in.weight.dtype), grid_hw)
         return BaseModelOutputWithPooling(
             last_hidden_state=features,
