@@ -172,6 +172,11 @@ class ViQModelTest(VisionEmbeddingsMixin, PackedEagerMatchesSdpaMixin, modeling_
     def test_config(self):
         self.config_tester.run_common_tests()
 
+    @unittest.skip("the first output is the integer codes (as for Anole's VQ module and S3Tokenizer, which skip it); "
+                   "tests/models/viq/test_trunk_outputs.py backpropagates through the code features instead")
+    def test_retain_grad_hidden_states_attentions(self):
+        pass
+
 
 class ViQVisionModelTest(VisionEmbeddingsMixin, PackedEagerMatchesSdpaMixin, modeling_common.ModelTesterMixin,
                          unittest.TestCase):  # fmt: skip

@@ -126,3 +126,17 @@ def test_gradients_reach_the_returned_hidden_states_and_attentions(sizes):
     out.last_hidden_state.sum().backward()
     assert out.hidden_states[0].grad is not None and out.hidden_states[0].grad.abs().sum() > 0
     assert out.attentions[0].grad is not None and out.attentions[0].grad.abs().sum() > 0
+
+
+def test_gradients_reach_the_tokenizers_hidden_states_through_its_code_features(tiny_model):
+    """The tokenizer's first output is its integer codes; what backpropagates is the code features (straight-through
+    FSQ), and from them the gradient reaches the trunk's hidden states."""
+    model = type(tiny_model)._from_config(tiny_model.config, attn_implementation="eager").train()
+    model.load_state_dict(tiny_model.state_dict())
+    out = model(**packed_images(), output_hidden_states=True, output_attentions=True)
+    assert not out.image_codes.is_floating_point()
+    out.hidden_states[0].retain_grad()
+    out.attentions[0].retain_grad()
+    out.last_hidden_state.sum().backward()
+    assert out.hidden_states[0].grad is not None and out.hidden_states[0].grad.abs().sum() > 0
+    assert out.attentions[0].grad is not None and out.attentions[0].grad.abs().sum() > 0
