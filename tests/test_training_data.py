@@ -77,6 +77,16 @@ def test_token_counts_match_the_collated_samples(processor, tiny_codes):
             assert batch["input_ids"].shape[1] == lengths[index], (data.kind, index)
 
 
+def test_codes_outside_the_codebook_are_refused_by_the_collator_with_the_row_named(processor, tiny_codes):
+    """The training forward reads no code values back; the collator checks them on the CPU against the codebook."""
+    row = dict(load_sft_dataset(tiny_codes).dataset[0])
+    limit = int(max(row["image_codes"][0])) + 1
+    assert ViQCodesCollator(processor, codebook_size=limit)([row])["image_codes"].numel()
+    row["image_codes"] = [list(row["image_codes"][0][:-1]) + [limit]]
+    with pytest.raises(ValueError, match=rf"'shape-000': image 0 has codes \d+\.\.{limit}, outside \[0, {limit}\)"):
+        ViQCodesCollator(processor, codebook_size=limit)([row])
+
+
 def test_packed_samples_do_not_attend_to_each_other(processor, tiny_codes):
     """A packed sequence gives each sample the logits it gets alone: positions restart, attention stays inside."""
     vlm = make_tiny_vlm(qwen_tokenizer())

@@ -224,12 +224,14 @@ def main(script_args, training_args, model_args, viq_args):
         num_proc=training_args.dataset_num_proc,
     )
     collator_class = ViQCodesCollator if data.kind == "codes" else ViQImageCollator
+    codebook = {"codebook_size": model.config.vision_config.codebook_size} if data.kind == "codes" else {}
     collator = collator_class(
         processor,
         max_length=training_args.max_length,
         packing=packing,
         source=data.dataset,
         skipped_log_dir=training_args.output_dir,
+        **codebook,
     )
     collator.skipped.add_left_out(data.left_out)  # in skipped-samples-rank*.jsonl and in `skipped_samples`
     training_args.remove_unused_columns = False

@@ -258,12 +258,18 @@ class ViQCodesCollator(_ConversationCollator):
         packing (`bool`, *optional*, defaults to `False`): rows are `{"pack": [row indices of source]}`.
         source (`datasets.Dataset`, *optional*): the code dataset the packs index (packing).
         skipped_log_dir (`str`, *optional*): where to record left-out samples (`skipped-samples-rank<r>.jsonl`).
+        codebook_size (`int`, *optional*): the VLM tokenizer's number of codes; a code outside `[0, codebook_size)`
+            is refused here, on the CPU, with the row named (the model's training forward reads no values back).
 
     Returns (per call): `input_ids`, `labels` `(batch, length)` and `attention_mask` (padded) or `position_ids`
     (packed), `image_codes` (packed, int64) and `image_grid_hw` `(num_images, 2)`.
     """
 
     image_keys = ("image_codes",)
+
+    def __init__(self, processor, *args, codebook_size: int | None = None, **kwargs):
+        super().__init__(processor, *args, **kwargs)
+        self.codebook_size = codebook_size
 
     def num_images(self, row: dict[str, Any]) -> int:
         return len(row.get("image_grid_hw") or [])
@@ -272,10 +278,15 @@ class ViQCodesCollator(_ConversationCollator):
         codes, grids = row.get("image_codes") or [], row.get("image_grid_hw") or []
         if len(codes) != len(grids):
             raise ValueError(f"A row has codes for {len(codes)} images but {len(grids)} grids.")
-        return {
-            "image_codes": [np.asarray(image_codes, dtype=np.int64) for image_codes in codes],
-            "image_grid_hw": [list(grid) for grid in grids],
-        }
+        arrays = [np.asarray(image_codes, dtype=np.int64) for image_codes in codes]
+        limit = self.codebook_size
+        for index, array in enumerate(arrays):
+            if limit is not None and array.size and (array.min() < 0 or array.max() >= limit):
+                raise ValueError(
+                    f"Row {row.get('id', '')!r}: image {index} has codes {int(array.min())}..{int(array.max())}, "
+                    f"outside [0, {limit}) of this VLM's tokenizer; extract the codes again with its tokenizer."
+                )
+        return {"image_codes": arrays, "image_grid_hw": [list(grid) for grid in grids]}
 
 
 class ViQImageCollator(_ConversationCollator):
