@@ -198,6 +198,17 @@ def write_stand_ins(folder: Path) -> None:
         url_module.write_text(URL_STAND_IN)
 
 
+def import_common_or_skip(*names: str) -> list:
+    """The common test modules `names` (as `import_common`), or a module-level pytest skip that says why they are
+    missing: what a test module of this folder calls at its top."""
+    import pytest
+
+    try:
+        return [import_common(name) for name in names]
+    except ModuleNotFoundError as error:
+        pytest.skip(str(error), allow_module_level=True)
+
+
 def import_common(name: str):
     """Import `hf_common_tests.<name>` from the fetched cache; raises `ModuleNotFoundError` if not fetched."""
     folder = cache_dir()

@@ -28,12 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import transformers_common  # noqa: E402
 
 
-try:
-    modeling_common = transformers_common.import_common("test_modeling_common")
-    configuration_common = transformers_common.import_common("test_configuration_common")
-    image_processing_common = transformers_common.import_common("test_image_processing_common")
-except ModuleNotFoundError as error:
-    pytest.skip(str(error), allow_module_level=True)
+modeling_common, configuration_common, image_processing_common = transformers_common.import_common_or_skip(
+    "test_modeling_common", "test_configuration_common", "test_image_processing_common"
+)
 
 from parameterized import parameterized  # noqa: E402  (installed beside the fetched tests)
 from transformers.testing_utils import set_config_for_less_flaky_test, set_model_for_less_flaky_test  # noqa: E402

@@ -24,12 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import transformers_common  # noqa: E402
 
 
-try:
-    modeling_common = transformers_common.import_common("test_modeling_common")
-    configuration_common = transformers_common.import_common("test_configuration_common")
-    processing_common = transformers_common.import_common("test_processing_common")
-except ModuleNotFoundError as error:
-    pytest.skip(str(error), allow_module_level=True)
+modeling_common, configuration_common, processing_common = transformers_common.import_common_or_skip(
+    "test_modeling_common", "test_configuration_common", "test_processing_common"
+)
 
 from transformers_viq import (  # noqa: E402
     ViQForConditionalGeneration,
